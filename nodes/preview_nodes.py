@@ -1,0 +1,38 @@
+"""Preview Memory: every memory frame as a thumbnail grid, without decoding through the VAE."""
+from __future__ import annotations
+
+from comfy_api.latest import io, ui
+
+from .bridge import check_channels, latent_rgb, normalization_of
+from .payload import grid, story_payload
+from .types import Story
+
+
+class PreviewMemory(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="OneStoryPreviewMemory",
+            display_name="OneStory Preview Memory",
+            category="OneStory",
+            description="Shows every memory frame (one row per shot) using the model's cheap latent→RGB preview, "
+                        "plus the shot list, pins and exclusions on the node.",
+            inputs=[
+                Story.Input("story", tooltip="The story to show."),
+                io.Model.Input("model", tooltip="The Wan MODEL; its latent format gives the latent→RGB preview colours."),
+                io.Int.Input("columns", default=8, min=1, max=64, tooltip="Thumbnails per row."),
+            ],
+            outputs=[io.Image.Output(display_name="grid")],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, story, model, columns: int) -> io.NodeOutput:
+        if story.num_frames == 0:
+            raise ValueError("Preview Memory: the story is empty; add or generate a shot first.")
+        latent_format = model.get_model_object("latent_format")
+        check_channels(story, latent_format.latent_channels, "MODEL")
+        rgb = latent_rgb(normalization_of(model).to_model(story.frames.float()), latent_format)
+        image = grid(rgb, columns)
+        return io.NodeOutput(image, ui={**ui.PreviewImage(image, cls=cls).as_dict(),
+                                        "onestory_story": [story_payload(story)]})

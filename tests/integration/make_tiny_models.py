@@ -1,0 +1,80 @@
+"""Write tiny random Wan 2.1 checkpoints that ComfyUI's stock loaders accept.
+
+Run with the ComfyUI venv and the ComfyUI checkout on sys.path (ComfyUI's own classes are
+instantiated, so keys and shapes always match the checkout under test):
+
+    python make_tiny_models.py --comfy /path/to/ComfyUI --out /tmp/models
+
+Writes <out>/diffusion_models/{onestory_tiny_wan21_i2v,onestory_tiny_wan21_t2v}.safetensors
+(dim 128, one 128-wide head, 2 blocks) and <out>/vae/onestory_tiny_wan21_vae.safetensors
+(WanVAE dim 8). Weights are seeded, so every run writes identical files.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+
+DIM, HEADS, LAYERS, FFN = 128, 1, 2, 256
+
+
+def seeded_init(module, seed: int) -> None:
+    """Norms 1, biases 0, weights N(0, 1/fan_in): finite, O(1) activations through the stack."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if name.endswith(("bias", "beta")):
+                p.zero_()
+            elif name.endswith("gamma") or (p.ndim == 1 and "norm" in name):
+                p.fill_(1.0)
+            elif p.ndim >= 2:
+                p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(math.prod(p.shape[1:])))
+            else:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+
+
+def write(module, path: str, metadata: dict | None = None) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    sd = {k: v.detach().float().contiguous() for k, v in module.state_dict().items()}
+    save_file(sd, path, metadata=metadata)
+    print(f"{path}: {sum(v.numel() for v in sd.values()) / 1e6:.2f} M params")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--comfy", required=True, help="ComfyUI checkout")
+    ap.add_argument("--out", required=True, help="models directory to write into")
+    a = ap.parse_args()
+    sys.path.insert(0, a.comfy)
+    import torch
+    import comfy.cli_args
+
+    comfy.cli_args.args.cpu = True  # before comfy.model_management is imported: no CUDA probing
+    import comfy.ops
+    from comfy.ldm.wan.model import WanModel
+    from comfy.ldm.wan.vae import WanVAE
+
+    # dim // 128 would give 1 head anyway; the override documents the intent for other sizes.
+    meta = {"config": json.dumps({"transformer": {"num_heads": HEADS}})}
+    for kind, in_dim, seed in (("i2v", 36, 1), ("t2v", 16, 2)):
+        m = WanModel(model_type=kind, patch_size=(1, 2, 2), text_len=512, in_dim=in_dim, dim=DIM, ffn_dim=FFN,
+                     freq_dim=256, text_dim=4096, out_dim=16, num_heads=HEADS, num_layers=LAYERS,
+                     window_size=(-1, -1), qk_norm=True, cross_attn_norm=True, eps=1e-6, device="cpu",
+                     dtype=torch.float32, operations=comfy.ops.disable_weight_init)
+        seeded_init(m, seed)
+        write(m, os.path.join(a.out, "diffusion_models", f"onestory_tiny_wan21_{kind}.safetensors"), meta)
+    vae = WanVAE(dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                 temperal_downsample=[False, True, True], image_channels=3, conv_out_channels=3, dropout=0.0)
+    seeded_init(vae, 3)
+    write(vae, os.path.join(a.out, "vae", "onestory_tiny_wan21_vae.safetensors"))
+
+
+if __name__ == "__main__":
+    main()
