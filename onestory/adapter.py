@@ -1,0 +1,244 @@
+"""The OneStory adapter file: selector + conditioner weights and the facts needed to use them.
+
+One safetensors file: tensors `selector.*` (absent when no trained selector) and
+`conditioner.*`; metadata key `onestory.adapter` = JSON of `AdapterMeta`. Loading checks
+every field against the backbone it will be applied to and lists every mismatch at once, so
+the user fixes the workflow in one go instead of one error per queue.
+
+This module only reads and writes state dicts; it does not build modules (selector.py and
+conditioner.py own those), so it has no dependency on their constructors.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from torch import Tensor
+
+from .errors import AdapterMismatch, FileFormatError, OneStoryError
+from .paths import atomic_write_bytes, read_safetensors
+
+ADAPTER_FORMAT = "onestory-adapter"
+ADAPTER_VERSION = 1
+META_KEY = "onestory.adapter"
+# Same table as onestory.conditioner.DEFAULT_KERNELS (copied, not imported: this module must
+# load without building any nn.Module).
+DEFAULT_KERNELS: tuple[tuple[int, int, int], ...] = ((1, 2, 2), (1, 4, 4), (1, 8, 8), (1, 16, 16))
+
+Kernel = tuple[int, int, int]
+
+
+def _pos_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise OneStoryError(f"{what} must be a positive integer, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class SelectorMeta:
+    """FrameSelector hyper-parameters (its constructor arguments besides channels/text_dim)."""
+
+    width: int
+    num_queries: int
+    heads: int
+    spatial_stride: int
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            _pos_int(getattr(self, f.name), f"selector.{f.name}")
+        if self.width % self.heads:
+            raise OneStoryError(f"selector.width {self.width} is not divisible by "
+                                f"selector.heads {self.heads}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdapterMeta:
+    backbone: str                       # BackboneInfo.family, e.g. "wan2.1-i2v"
+    model_dim: int                      # DiT width D (context tokens are D wide)
+    text_dim: int                       # caption feature width (umT5: 4096)
+    latent_channels: int                # C of the VAE latents
+    kernels: tuple[Kernel, ...] = DEFAULT_KERNELS
+    default_budget: float = 1.0         # latent-frame equivalents (paper default: 1)
+    default_k: int = 9                  # frames kept by the selector (research/papers.md preset A)
+    selector: SelectorMeta | None = None
+    format: str = ADAPTER_FORMAT
+    version: int = ADAPTER_VERSION
+
+    def __post_init__(self) -> None:
+        if self.format != ADAPTER_FORMAT:
+            raise OneStoryError(f"adapter format {self.format!r}, expected {ADAPTER_FORMAT!r}")
+        if self.version != ADAPTER_VERSION:
+            raise OneStoryError(f"adapter version {self.version!r}; this OneStory supports "
+                                f"version {ADAPTER_VERSION} only")
+        if not isinstance(self.backbone, str) or not self.backbone:
+            raise OneStoryError(f"backbone must be a non-empty string, got {self.backbone!r}")
+        for name in ("model_dim", "text_dim", "latent_channels", "default_k"):
+            _pos_int(getattr(self, name), name)
+        b = self.default_budget
+        if isinstance(b, bool) or not isinstance(b, (int, float)) or not b > 0 or b == float("inf"):
+            raise OneStoryError(f"default_budget must be a positive number, got {b!r}")
+        object.__setattr__(self, "default_budget", float(b))
+        # Accept lists (from JSON) but store tuples so the meta stays immutable and hashable.
+        try:
+            kernels = tuple(tuple(k) for k in self.kernels)
+        except TypeError:
+            raise OneStoryError(f"kernels must be a list of 3-tuples, got {self.kernels!r}") from None
+        if not kernels or any(len(k) != 3 for k in kernels):
+            raise OneStoryError(f"kernels must be a non-empty list of 3-tuples, got {self.kernels!r}")
+        for k in kernels:
+            for v in k:
+                _pos_int(v, f"kernel {k} entry")
+        object.__setattr__(self, "kernels", kernels)
+        if isinstance(self.selector, Mapping):
+            object.__setattr__(self, "selector", SelectorMeta(**self.selector))
+        elif self.selector is not None and not isinstance(self.selector, SelectorMeta):
+            raise OneStoryError(f"selector must be SelectorMeta, a dict or None, got {self.selector!r}")
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["kernels"] = [list(k) for k in self.kernels]
+        return d
+
+    @staticmethod
+    def from_json(d: Mapping) -> "AdapterMeta":
+        names = {f.name for f in fields(AdapterMeta)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise OneStoryError(f"unknown adapter metadata fields {unknown}")
+        sel = d.get("selector")
+        if isinstance(sel, Mapping):
+            extra = sorted(set(sel) - {f.name for f in fields(SelectorMeta)})
+            if extra:
+                raise OneStoryError(f"unknown selector metadata fields {extra}")
+        return AdapterMeta(**d)
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    """What an adapter must match about the model it is applied to."""
+
+    family: str             # "wan2.1-t2v" | "wan2.1-i2v" | "wan2.2-ti2v" | ...
+    model_dim: int
+    text_dim: int
+    latent_channels: int
+
+    @staticmethod
+    def from_wan_config(cfg: Any) -> "BackboneInfo":
+        """From anything with `model_type, dim, text_dim, out_dim, in_dim` (onestory.wan.WanConfig
+        or an equivalent built from a ComfyUI model). The family is decided by the latent
+        channel layout, which is what the conditioner's patchifiers depend on: Wan 2.2 A14B
+        I2V (in_dim 36, no CLIP) therefore counts as "wan2.1-i2v", like Wan 2.1 I2V-14B."""
+        try:
+            in_dim, out_dim = int(cfg.in_dim), int(cfg.out_dim)
+            dim, text_dim = int(cfg.dim), int(cfg.text_dim)
+        except AttributeError as e:
+            raise OneStoryError(f"backbone config lacks a field ({e}); expected a Wan config with "
+                                "model_type, dim, text_dim, in_dim, out_dim") from None
+        if out_dim == 48:
+            family = "wan2.2-ti2v"
+        elif in_dim == out_dim:
+            family = "wan2.1-t2v"
+        elif in_dim == 2 * out_dim + 4:
+            family = "wan2.1-i2v"
+        else:
+            raise OneStoryError(
+                f"unrecognised Wan backbone (model_type={getattr(cfg, 'model_type', None)!r}, "
+                f"in_dim={in_dim}, out_dim={out_dim}); OneStory knows T2V (in_dim = out_dim), "
+                "I2V (in_dim = 2*out_dim + 4) and Wan 2.2 TI2V (out_dim = 48)")
+        return BackboneInfo(family, dim, text_dim, out_dim)
+
+
+def check_compatible(meta: AdapterMeta, info: BackboneInfo, name: str = "adapter") -> None:
+    """Raise AdapterMismatch listing every field where `meta` and `info` disagree."""
+    pairs = [("backbone family", meta.backbone, info.family),
+             ("model_dim", meta.model_dim, info.model_dim),
+             ("text_dim", meta.text_dim, info.text_dim),
+             ("latent_channels", meta.latent_channels, info.latent_channels)]
+    bad = [f"{field_}: adapter {a!r} vs model {m!r}" for field_, a, m in pairs if a != m]
+    if bad:
+        raise AdapterMismatch(
+            f"{name} was made for a {meta.backbone} backbone (dim {meta.model_dim}) and does not "
+            f"fit this {info.family} model (dim {info.model_dim}): " + "; ".join(bad) +
+            ". Load an adapter trained for this model, or use the model the adapter was trained for.")
+
+
+def _prefixed(prefix: str, state: Mapping[str, Tensor], what: str) -> dict[str, Tensor]:
+    out = {}
+    for k, v in state.items():
+        if not isinstance(k, str) or not isinstance(v, Tensor):
+            raise OneStoryError(f"{what} must map str -> Tensor; entry {k!r} is {type(v).__name__}")
+        # Fresh contiguous CPU copies: safetensors refuses shared/non-contiguous storage, and
+        # the file must not alias the caller's live parameters.
+        out[prefix + k] = v.detach().to("cpu", copy=True).contiguous()
+    return out
+
+
+def save_adapter(path: str | os.PathLike, selector_state: Mapping[str, Tensor] | None,
+                 conditioner_state: Mapping[str, Tensor], meta: AdapterMeta) -> None:
+    """Write an adapter file atomically. `selector_state` must be given iff `meta.selector`."""
+    from safetensors.torch import save as st_save
+
+    if not isinstance(meta, AdapterMeta):
+        raise OneStoryError(f"meta must be an AdapterMeta, got {type(meta).__name__}")
+    has_sel = bool(selector_state)
+    if has_sel != (meta.selector is not None):
+        raise OneStoryError(
+            "selector_state and meta.selector disagree: pass both (a trained selector) or "
+            f"neither (got selector_state with {len(selector_state or {})} tensors, "
+            f"meta.selector={meta.selector})")
+    if not conditioner_state:
+        raise OneStoryError("conditioner_state is empty; pass AdaptiveConditioner.state_dict()")
+    tensors = _prefixed("selector.", selector_state or {}, "selector_state")
+    tensors.update(_prefixed("conditioner.", conditioner_state, "conditioner_state"))
+    data = st_save(tensors, metadata={META_KEY: json.dumps(meta.to_json(), sort_keys=True)})
+    atomic_write_bytes(path, data)
+
+
+def load_adapter(path: str | os.PathLike, expect: BackboneInfo | None = None
+                 ) -> tuple[AdapterMeta, dict[str, Tensor] | None, dict[str, Tensor]]:
+    """Read an adapter file -> (meta, selector_state or None, conditioner_state).
+
+    Validates format, version and keys (FileFormatError) and, with `expect`, every field
+    against the backbone (AdapterMismatch). Never unpickles.
+    """
+    p = os.fspath(path)
+    metadata, tensors = read_safetensors(p, "adapter file")
+    raw = metadata.get(META_KEY)
+    if raw is None:
+        kind = ("a OneStory story, not an adapter; load it with Load Story"
+                if "onestory.story" in metadata else
+                "a safetensors file without OneStory adapter metadata (a checkpoint or LoRA?); "
+                "put OneStory adapters in models/onestory")
+        raise FileFormatError(f"adapter file {p!r} is {kind}")
+    try:
+        d = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise FileFormatError(f"adapter file {p!r} has unreadable metadata ({e})") from None
+    if not isinstance(d, dict) or d.get("format") != ADAPTER_FORMAT:
+        fmt = d.get("format") if isinstance(d, dict) else None
+        raise FileFormatError(f"adapter file {p!r} has format {fmt!r}, expected {ADAPTER_FORMAT!r}")
+    if d.get("version") != ADAPTER_VERSION:
+        raise FileFormatError(
+            f"adapter file {p!r} has format version {d.get('version')!r}; this OneStory reads "
+            f"version {ADAPTER_VERSION} only — update OneStory")
+    try:
+        meta = AdapterMeta.from_json(d)
+    except (OneStoryError, TypeError) as e:
+        raise FileFormatError(f"adapter file {p!r} has invalid metadata: {e}") from None
+    sel = {k[len("selector."):]: v for k, v in tensors.items() if k.startswith("selector.")}
+    cond = {k[len("conditioner."):]: v for k, v in tensors.items() if k.startswith("conditioner.")}
+    stray = sorted(k for k in tensors if not k.startswith(("selector.", "conditioner.")))
+    if stray:
+        raise FileFormatError(f"adapter file {p!r} has unexpected tensors {stray[:5]}; "
+                              "expected only selector.* and conditioner.* keys")
+    if not cond:
+        raise FileFormatError(f"adapter file {p!r} has no conditioner.* tensors")
+    if bool(sel) != (meta.selector is not None):
+        raise FileFormatError(f"adapter file {p!r}: metadata says selector={meta.selector} but the "
+                              f"file has {len(sel)} selector.* tensors")
+    if expect is not None:
+        check_compatible(meta, expect, name=f"adapter {os.path.basename(p)!r}")
+    return meta, (sel or None), cond
