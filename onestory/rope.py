@@ -31,11 +31,13 @@ def axes_dims(head_dim: int) -> tuple[int, int, int]:
 
 def _axis(pos: Tensor, dim: int, theta: float) -> Tensor:
     """"n" -> "n (dim/2) 2 2" rotation matrices [[cos, -sin], [sin, cos]]."""
-    # angles in float64 (like ComfyUI's flux rope) so large or fractional positions keep precision
-    omega = 1.0 / theta ** (torch.arange(0, dim, 2, dtype=torch.float64, device=pos.device) / dim)
-    angle = pos.to(torch.float32).to(torch.float64)[:, None] * omega[None, :]
+    # angles in float64 (like ComfyUI's flux rope) so large or fractional positions keep precision;
+    # MPS has no float64, so those are computed on the CPU
+    device = torch.device("cpu") if pos.device.type == "mps" else pos.device
+    omega = 1.0 / theta ** (torch.arange(0, dim, 2, dtype=torch.float64, device=device) / dim)
+    angle = pos.to(device=device, dtype=torch.float32).to(torch.float64)[:, None] * omega[None, :]
     cos, sin = angle.cos(), angle.sin()
-    return torch.stack([cos, -sin, sin, cos], dim=-1).unflatten(-1, (2, 2)).to(torch.float32)
+    return torch.stack([cos, -sin, sin, cos], dim=-1).unflatten(-1, (2, 2)).to(torch.float32).to(pos.device)
 
 
 def rope_for(positions: Tensor, head_dim: int, theta: float = THETA) -> Tensor:
