@@ -64,6 +64,10 @@ class AdapterMeta:
     default_budget: float = 1.0         # latent-frame equivalents (paper default: 1)
     default_k: int = 9                  # frames kept by the selector (research/papers.md preset A)
     selector: SelectorMeta | None = None
+    # Extra RoPE time offset of context frames (AdaptiveConditioner.time_gap). It is not a
+    # weight, so it must travel in the metadata or a trained adapter would load with other
+    # positions than it was trained with.
+    time_gap: float = 0.0
     format: str = ADAPTER_FORMAT
     version: int = ADAPTER_VERSION
 
@@ -81,6 +85,10 @@ class AdapterMeta:
         if isinstance(b, bool) or not isinstance(b, (int, float)) or not b > 0 or b == float("inf"):
             raise OneStoryError(f"default_budget must be a positive number, got {b!r}")
         object.__setattr__(self, "default_budget", float(b))
+        g = self.time_gap
+        if isinstance(g, bool) or not isinstance(g, (int, float)) or not 0 <= g < float("inf"):
+            raise OneStoryError(f"time_gap must be a finite number >= 0, got {g!r}")
+        object.__setattr__(self, "time_gap", float(g))
         # Accept lists (from JSON) but store tuples so the meta stays immutable and hashable.
         try:
             kernels = tuple(tuple(k) for k in self.kernels)

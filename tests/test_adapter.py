@@ -42,12 +42,13 @@ def assert_state_equal(a: dict, b: dict) -> None:
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_roundtrip_with_selector(tmp_path, dtype):
-    m = meta()
+    m = meta(time_gap=0.5)
     sel, cond = states(dtype)
     path = tmp_path / "a.safetensors"
     save_adapter(path, sel, cond, m)
     m2, sel2, cond2 = load_adapter(path, expect=BackboneInfo("wan2.1-i2v", 64, 32, 16))
     assert m2 == m and m2.kernels == ((1, 2, 2), (1, 4, 4)) and m2.default_budget == 2.0
+    assert m2.time_gap == 0.5
     assert m2.selector == SelectorMeta(32, 4, 4, 8)
     assert_state_equal(sel2, sel)
     assert_state_equal(cond2, cond)
@@ -88,6 +89,8 @@ def test_meta_is_frozen_and_validated():
         meta(model_dim=0)
     with pytest.raises(OneStoryError, match="default_budget"):
         meta(default_budget=float("nan"))
+    with pytest.raises(OneStoryError, match="time_gap"):
+        meta(time_gap=-1.0)
     with pytest.raises(OneStoryError, match="divisible"):
         meta(selector={"width": 30, "num_queries": 4, "heads": 4, "spatial_stride": 8})
     assert hash(m) == hash(meta())
