@@ -1,0 +1,41 @@
+"""`python -m onestory bench --quick` writes results.json / results.md in the documented format.
+
+Checks the FORMAT only: the quick config is tiny and runs one round, so its numbers mean nothing
+(benchmarks are scripts; no timing assertions here)."""
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_bench_quick_output_format(tmp_path):
+    out = tmp_path / "bench"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-m", "onestory", "bench", "--out", str(out), "--quick", "--no-hook"],
+                          cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads((out / "results.json").read_text())
+    assert (out / "results.md").read_text().startswith("# OneStory benchmark results")
+    for key in ("flatness_ratio", "budget1_step_ratio"):
+        assert isinstance(r[key], float) and math.isfinite(r[key]) and r[key] > 0
+    fr = r["selector_conditioner_fraction"]
+    assert isinstance(fr, list) and len(fr) == len(r["config"]["shots"]) and all(x > 0 for x in fr)
+    assert r["machine"]["torch_num_threads"] >= 1
+    methods = ("none", "onestory_b1", "onestory_b2", "onestory_b3", "storymem10", "full_history", "last_frame")
+    for m in methods:
+        assert set(r["steps"]["step_seconds"][m]) == {str(s) for s in r["config"]["shots"]}
+    for key in ("Wan 2.1 14B @ 480p", "Wan 2.1 14B @ 720p", "Wan 2.2 TI2V 5B @ 704p"):
+        assert set(r["analytic"][key]["methods"]) == set(methods)
+    assert r["analytic"]["Wan 2.1 14B @ 480p"]["tokens_per_latent_frame"] == 1560
+    assert r["pipeline_check"]["context_built_once_per_shot"] is True
+    assert r["analytic_check"]["token_counts_match"] is True
+    assert r["hook"]["status"] == "skipped" and "hook_overhead_ratio" not in r
+    assert all({"value", "limit", "met"} <= set(t) for t in r["targets"].values())
+    mem = r["memory"]
+    assert "bytes" in mem or mem.get("status") == "failed"
+    for name in r.get("plots", []):
+        assert (out / name).stat().st_size > 0
