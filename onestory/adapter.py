@@ -5,8 +5,9 @@ One safetensors file: tensors `selector.*` (absent when no trained selector) and
 every field against the backbone it will be applied to and lists every mismatch at once, so
 the user fixes the workflow in one go instead of one error per queue.
 
-This module only reads and writes state dicts; it does not build modules (selector.py and
-conditioner.py own those), so it has no dependency on their constructors.
+The file functions only read and write state dicts. `OneStoryAdapter` is a convenience holder
+that builds the FrameSelector / AdaptiveConditioner described by the metadata (imported
+lazily, so reading or validating a file never touches those modules).
 """
 from __future__ import annotations
 
@@ -14,20 +15,25 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
 from .errors import AdapterMismatch, FileFormatError, OneStoryError
 from .paths import atomic_write_bytes, read_safetensors
 
+if TYPE_CHECKING:   # imported lazily at run time: reading a file must not build modules
+    from .conditioner import AdaptiveConditioner
+    from .selector import FrameSelector
+
 ADAPTER_FORMAT = "onestory-adapter"
 ADAPTER_VERSION = 1
 META_KEY = "onestory.adapter"
-# Same table as onestory.conditioner.DEFAULT_KERNELS (copied, not imported: this module must
-# load without building any nn.Module).
+# Same values as onestory.conditioner.DEFAULT_KERNELS / selector.DEFAULT_K (copied so this
+# module imports no nn.Module code; a test guards against drift).
 DEFAULT_KERNELS: tuple[tuple[int, int, int], ...] = ((1, 2, 2), (1, 4, 4), (1, 8, 8), (1, 16, 16))
 
+DEFAULT_K = 9
 Kernel = tuple[int, int, int]
 
 
@@ -62,7 +68,7 @@ class AdapterMeta:
     latent_channels: int                # C of the VAE latents
     kernels: tuple[Kernel, ...] = DEFAULT_KERNELS
     default_budget: float = 1.0         # latent-frame equivalents (paper default: 1)
-    default_k: int = 9                  # frames kept by the selector (research/papers.md preset A)
+    default_k: int = DEFAULT_K          # frames kept by the selector (research/papers.md preset A)
     selector: SelectorMeta | None = None
     # Extra RoPE time offset of context frames (AdaptiveConditioner.time_gap). It is not a
     # weight, so it must travel in the metadata or a trained adapter would load with other
@@ -250,3 +256,87 @@ def load_adapter(path: str | os.PathLike, expect: BackboneInfo | None = None
     if expect is not None:
         check_compatible(meta, expect, name=f"adapter {os.path.basename(p)!r}")
     return meta, (sel or None), cond
+
+
+@dataclass(frozen=True, eq=False)
+class OneStoryAdapter:
+    """The live modules of an adapter plus its metadata.
+
+    `build(meta)` makes freshly initialised modules (e.g. to train); `load(path)` builds them
+    and loads the file's weights strictly (missing / unexpected / mis-shaped keys ->
+    FileFormatError); `save(path)` writes the current weights. Modules are float32 on the CPU
+    after `build` / `load`; move them with `.to()` as usual.
+    """
+
+    meta: AdapterMeta
+    conditioner: "AdaptiveConditioner"
+    selector: "FrameSelector | None" = None
+
+    @staticmethod
+    def build(meta: AdapterMeta) -> "OneStoryAdapter":
+        from .conditioner import AdaptiveConditioner
+        from .selector import FrameSelector
+
+        conditioner = AdaptiveConditioner(meta.latent_channels, meta.model_dim,
+                                          kernels=meta.kernels, time_gap=meta.time_gap)
+        selector = None
+        if meta.selector is not None:
+            s = meta.selector
+            selector = FrameSelector(meta.latent_channels, meta.text_dim, width=s.width,
+                                     num_queries=s.num_queries, heads=s.heads,
+                                     spatial_stride=s.spatial_stride)
+        return OneStoryAdapter(meta, conditioner, selector)
+
+    @staticmethod
+    def from_modules(conditioner: "AdaptiveConditioner", selector: "FrameSelector | None", *,
+                     backbone: str, text_dim: int, default_budget: float = 1.0,
+                     default_k: int = DEFAULT_K) -> "OneStoryAdapter":
+        """Wrap trained modules, deriving the metadata from their configuration."""
+        if tuple(conditioner.patch) != (1, 2, 2):
+            # The v1 format assumes the Wan patch; budgets are counted in its tokens.
+            raise OneStoryError(f"conditioner patch {conditioner.patch} cannot be stored in adapter "
+                                "format version 1 (only (1, 2, 2), the Wan patch)")
+        sel_meta = None
+        if selector is not None:
+            cfg = selector.config()
+            if (cfg["latent_channels"], cfg["text_dim"]) != (conditioner.latent_channels, text_dim):
+                raise OneStoryError(
+                    f"selector expects {cfg['latent_channels']} latent channels and text_dim "
+                    f"{cfg['text_dim']}, but the conditioner has {conditioner.latent_channels} "
+                    f"channels and text_dim is {text_dim}; build both for the same backbone")
+            sel_meta = SelectorMeta(cfg["width"], cfg["num_queries"], cfg["heads"],
+                                    cfg["spatial_stride"])
+        meta = AdapterMeta(backbone=backbone, model_dim=conditioner.dim, text_dim=text_dim,
+                           latent_channels=conditioner.latent_channels, kernels=conditioner.kernels,
+                           default_budget=default_budget, default_k=default_k, selector=sel_meta,
+                           time_gap=conditioner.time_gap)
+        return OneStoryAdapter(meta, conditioner, selector)
+
+    @staticmethod
+    def load(path: str | os.PathLike, expect: BackboneInfo | None = None) -> "OneStoryAdapter":
+        meta, sel_state, cond_state = load_adapter(path, expect)
+        adapter = OneStoryAdapter.build(meta)
+        _load_strict(adapter.conditioner, cond_state, "conditioner", path)
+        if adapter.selector is not None:
+            _load_strict(adapter.selector, sel_state or {}, "selector", path)
+            adapter.selector.eval()
+        adapter.conditioner.eval()
+        return adapter
+
+    def save(self, path: str | os.PathLike) -> None:
+        save_adapter(path, None if self.selector is None else self.selector.state_dict(),
+                     self.conditioner.state_dict(), self.meta)
+
+
+def _load_strict(module: Any, state: dict[str, Tensor], what: str, path: Any) -> None:
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k}: file {tuple(state[k].shape)} vs module {tuple(own[k].shape)}"
+              for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        raise FileFormatError(
+            f"adapter file {os.fspath(path)!r}: {what} weights do not fit the {what} its metadata "
+            f"describes (missing {missing[:5]}, unexpected {unexpected[:5]}, "
+            f"shape mismatches {shapes[:5]}); the file was written inconsistently — re-export it")
+    module.load_state_dict(state, strict=True)

@@ -204,3 +204,63 @@ def test_foreign_truncated_and_versioned_files_refused(tmp_path):
            {META_KEY: json.dumps(d)})
     with pytest.raises(FileFormatError, match="selector"):
         load_adapter(path)
+
+
+# ------------------------------------------------------------------ OneStoryAdapter (modules)
+
+
+def test_defaults_match_the_modules():
+    from onestory import adapter, conditioner, selector
+    assert adapter.DEFAULT_KERNELS == conditioner.DEFAULT_KERNELS
+    assert adapter.DEFAULT_K == selector.DEFAULT_K
+
+
+def _tiny_meta(**kw) -> AdapterMeta:
+    base = dict(backbone="wan2.1-t2v", model_dim=24, text_dim=12, latent_channels=4,
+                kernels=[(1, 2, 2), (1, 4, 4)], time_gap=1.0,
+                selector={"width": 16, "num_queries": 3, "heads": 2, "spatial_stride": 2})
+    base.update(kw)
+    return AdapterMeta(**base)
+
+
+def test_onestory_adapter_roundtrip(tmp_path):
+    from onestory.adapter import OneStoryAdapter
+    torch.manual_seed(0)
+    a = OneStoryAdapter.build(_tiny_meta())
+    with torch.no_grad():                      # make sure no value equals a default init
+        for p in list(a.conditioner.parameters()) + list(a.selector.parameters()):
+            p.add_(torch.randn_like(p))
+    path = tmp_path / "tiny.safetensors"
+    a.save(path)
+    b = OneStoryAdapter.load(path, expect=BackboneInfo("wan2.1-t2v", 24, 12, 4))
+    assert b.meta == a.meta and b.conditioner.time_gap == 1.0 and b.conditioner.kernels == a.conditioner.kernels
+    assert_state_equal(b.conditioner.state_dict(), a.conditioner.state_dict())
+    assert_state_equal(b.selector.state_dict(), a.selector.state_dict())
+    mem, text = torch.randn(1, 3, 4, 6, 6), torch.randn(1, 5, 12)
+    a.selector.eval()
+    with torch.no_grad():
+        assert torch.equal(a.selector(mem, text), b.selector(mem, text))
+
+
+def test_onestory_adapter_from_modules_without_selector(tmp_path):
+    from onestory.adapter import OneStoryAdapter
+    from onestory.conditioner import AdaptiveConditioner
+    cond = AdaptiveConditioner.from_patch_embedding(torch.randn(24, 4 * 2 + 4, 1, 2, 2), torch.randn(24),
+                                                    latent_channels=4, kernels=[(1, 2, 2), (1, 8, 8)])
+    a = OneStoryAdapter.from_modules(cond, None, backbone="wan2.1-i2v", text_dim=12, default_k=3)
+    assert a.meta.model_dim == 24 and a.meta.kernels == ((1, 2, 2), (1, 8, 8)) and a.meta.selector is None
+    path = tmp_path / "a.safetensors"
+    a.save(path)
+    b = OneStoryAdapter.load(path)
+    assert b.selector is None and b.meta == a.meta
+    assert_state_equal(b.conditioner.state_dict(), cond.state_dict())
+
+
+def test_onestory_adapter_refuses_weights_that_do_not_fit(tmp_path):
+    from onestory.adapter import OneStoryAdapter
+    real = OneStoryAdapter.build(_tiny_meta(selector=None))
+    path = tmp_path / "bad.safetensors"
+    # Metadata claims model_dim 32 but the weights are 24 wide.
+    save_adapter(path, None, real.conditioner.state_dict(), _tiny_meta(selector=None, model_dim=32))
+    with pytest.raises(FileFormatError, match=r"shape mismatches.*\(24, 4, 1, 2, 2\) vs module \(32, 4, 1, 2, 2\)"):
+        OneStoryAdapter.load(path)
