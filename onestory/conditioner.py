@@ -363,12 +363,16 @@ class AdaptiveConditioner(nn.Module):
         per_frame: dict[int, Tensor] = {}
         for tier in sorted(set(tiers)):
             members = [i for i in range(n) if tiers[i] == tier]
-            kt, kh, kw = self.kernels[tier]
-            xt = x[members].unsqueeze(2)  # "m c 1 h w"
+            _, kh, kw = self.kernels[tier]
+            xt = x[members]  # "m c h w"
             ph, pw = (-h) % kh, (-w) % kw
             if ph or pw:
-                xt = F.pad(xt, (0, pw, 0, ph, 0, 0), mode="replicate")
-            out = rearrange(self.patchifiers[tier](xt), "m d 1 hh ww -> m (hh ww) d")
+                xt = F.pad(xt, (0, pw, 0, ph), mode="replicate")
+            # Conv3d with kernel == stride and kt == 1 is a linear map of each block; computed as
+            # reshape + matmul (same result, much faster than a CPU conv with large kernels).
+            conv = self.patchifiers[tier]
+            blocks = rearrange(xt, "m c (hh kh) (ww kw) -> m (hh ww) (c kh kw)", kh=kh, kw=kw)
+            out = F.linear(blocks, conv.weight.flatten(1), conv.bias)   # "m (hh ww) d"
             for row, i in enumerate(members):
                 per_frame[i] = out[row]
 
