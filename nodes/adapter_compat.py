@@ -1,13 +1,15 @@
-"""Builds the live modules of a trained adapter file for a ComfyUI MODEL.
+"""A trained OneStory adapter file bound to a ComfyUI MODEL.
 
-`onestory.adapter.load_adapter` returns (meta, selector_state, conditioner_state) after checking
-every metadata field against `expect`; this turns that into an AdapterBundle.
+Everything about the file (format, version, metadata, strict weight loading, building the
+selector / conditioner with the metadata's hyper-parameters *including* `time_gap`, and the
+backbone check) is the core's `onestory.adapter.OneStoryAdapter.load`; this module only turns
+a ComfyUI MODEL into the core's `BackboneInfo` and the result into an `AdapterBundle`.
 """
 from __future__ import annotations
 
 from types import SimpleNamespace
 
-from ..onestory.adapter import BackboneInfo
+from ..onestory.adapter import AdapterMeta, BackboneInfo, OneStoryAdapter, check_compatible
 from .types import AdapterBundle
 
 
@@ -18,19 +20,21 @@ def expectation(backbone) -> BackboneInfo:
         in_dim=backbone.in_dim, out_dim=backbone.latent_channels))
 
 
-def bundle_from_loaded(name: str, loaded, backbone, normalization, latent_format) -> AdapterBundle:
-    from ..onestory.conditioner import AdaptiveConditioner
-    from ..onestory.selector import FrameSelector
+def bundle_from_file(name: str, path, backbone, normalization, latent_format) -> AdapterBundle:
+    """Load `path` strictly for this backbone (AdapterMismatch lists every differing field)."""
+    adapter = OneStoryAdapter.load(path, expect=expectation(backbone))
+    return AdapterBundle(name, adapter.conditioner.eval(), adapter.selector, backbone, normalization,
+                         latent_format, default_k=adapter.meta.default_k,
+                         default_budget=adapter.meta.default_budget)
 
-    meta, selector_state, conditioner_state = loaded
-    conditioner = AdaptiveConditioner(meta.latent_channels, meta.model_dim, kernels=meta.kernels)
-    conditioner.load_state_dict(conditioner_state)
-    selector = None
-    if meta.selector is not None:
-        s = meta.selector
-        selector = FrameSelector(meta.latent_channels, meta.text_dim, width=s.width, num_queries=s.num_queries,
-                                 heads=s.heads, spatial_stride=s.spatial_stride)
-        selector.load_state_dict(selector_state)
-        selector.eval()
-    return AdapterBundle(name, conditioner.eval(), selector, backbone, normalization, latent_format,
-                         default_k=meta.default_k, default_budget=meta.default_budget)
+
+def check_bundle(adapter: AdapterBundle, backbone, which: str) -> None:
+    """An adapter bound to one MODEL used with another (e.g. model_low): the core's check.
+
+    A bundle is bound to the backbone it was loaded for (trained files were already checked
+    against it), so that backbone stands for the adapter's metadata here.
+    """
+    own = expectation(adapter.backbone)
+    meta = AdapterMeta(backbone=own.family, model_dim=own.model_dim, text_dim=own.text_dim,
+                       latent_channels=own.latent_channels)
+    check_compatible(meta, expectation(backbone), name=f"adapter {adapter.name!r} (connected with the {which})")

@@ -36,14 +36,11 @@ def training_free(model) -> AdapterBundle:
 
 
 def from_file(model, name: str) -> AdapterBundle:
-    """A trained adapter; the core checks every metadata field against this MODEL."""
-    from ..onestory.adapter import load_adapter
-    from .adapter_compat import bundle_from_loaded, expectation
+    """A trained adapter; the core builds it from its metadata and checks it against this MODEL."""
+    from .adapter_compat import bundle_from_file
 
-    backbone = backbone_of(model)
-    loaded = load_adapter(folder_paths.get_full_path_or_raise(FOLDER, name), expect=expectation(backbone))
-    return bundle_from_loaded(name, loaded, backbone, normalization_of(model),
-                              model.get_model_object("latent_format"))
+    return bundle_from_file(name, folder_paths.get_full_path_or_raise(FOLDER, name), backbone_of(model),
+                            normalization_of(model), model.get_model_object("latent_format"))
 
 
 class AdapterLoader(io.ComfyNode):

@@ -15,7 +15,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .bridge import Backbone, backbone_of, check_channels
+from .adapter_compat import check_bundle
+from .bridge import backbone_of, check_channels
 from .hook import apply_context
 from .select_nodes import build_context, run_selection
 
@@ -48,15 +49,6 @@ class ShotOutput:
     tokens: int             # context tokens used (onestory route)
 
 
-def check_adapter(adapter, backbone: Backbone, which: str) -> None:
-    a = adapter.backbone
-    bad = [f"{f}: adapter {getattr(a, f)} vs MODEL {getattr(backbone, f)}"
-           for f in ("model_dim", "in_dim", "latent_channels") if getattr(a, f) != getattr(backbone, f)]
-    if bad:
-        raise ValueError(f"the adapter was made for another backbone ({a.family}) than the {which} "
-                         f"({backbone.family}): " + "; ".join(bad) + ". Load the adapter with this MODEL.")
-
-
 def latent_size(model, s: ShotSettings) -> tuple[int, int, int, int]:
     lf = model.get_model_object("latent_format")
     ratio_s, ratio_t = lf.spacial_downscale_ratio, lf.temporal_downscale_ratio
@@ -84,44 +76,67 @@ def _gray_slot(vae, s: ShotSettings, start_image: Optional[Tensor]) -> tuple[Ten
     return concat, mask
 
 
-def _sample(model, model_low, positive, negative, latent: Tensor, s: ShotSettings) -> Tensor:
+def _callback(model, steps: int, progress: Optional[tuple], offset: int = 0):
+    """Live preview + progress. Without `progress`: ComfyUI's own per-sampler bar (steps of this
+    shot). With `progress = (done, total, pbar)`: one bar over several shots (Next Shots), the
+    step reported as done + offset + i + 1 of total."""
+    import latent_preview
+
+    if progress is None:
+        return latent_preview.prepare_callback(model, steps)
+    done, total, pbar = progress
+    previewer = latent_preview.get_previewer(model.load_device, model.model.latent_format)
+
+    def callback(step, x0, x, total_steps):
+        preview = None
+        if previewer is not None and x0 is not None:
+            preview = previewer.decode_latent_to_preview_image("JPEG", x0.tensors[0] if x0.is_nested else x0)
+        pbar.update_absolute(done + offset + step + 1, total, preview)
+    return callback
+
+
+def _sample(model, model_low, positive, negative, latent: Tensor, s: ShotSettings,
+            progress: Optional[tuple] = None) -> Tensor:
     """ComfyUI's own sampling path (comfy.sample.sample, as KSampler / KSamplerAdvanced)."""
     import comfy.sample
     import comfy.utils
-    import latent_preview
 
     latent = comfy.sample.fix_empty_latent_channels(model, latent)
     noise = comfy.sample.prepare_noise(latent, s.seed)
     disable_pbar = not comfy.utils.PROGRESS_BAR_ENABLED
     if model_low is None:
         return comfy.sample.sample(model, noise, s.steps, s.cfg, s.sampler_name, s.scheduler, positive, negative,
-                                   latent, denoise=1.0, callback=latent_preview.prepare_callback(model, s.steps),
+                                   latent, denoise=1.0, callback=_callback(model, s.steps, progress),
                                    disable_pbar=disable_pbar, seed=s.seed)
     # Wan 2.2 A14B: high-noise expert for the first steps, low-noise expert for the rest, like two
     # KSamplerAdvanced nodes (leftover noise handed over, no new noise for the second pass).
     switch = min(s.steps, max(0, round(s.steps * s.switch_at)))
     x = comfy.sample.sample(model, noise, s.steps, s.cfg, s.sampler_name, s.scheduler, positive, negative, latent,
                             start_step=0, last_step=switch, force_full_denoise=False,
-                            callback=latent_preview.prepare_callback(model, s.steps), disable_pbar=disable_pbar,
+                            callback=_callback(model, s.steps, progress), disable_pbar=disable_pbar,
                             seed=s.seed)
     return comfy.sample.sample(model_low, comfy.sample.prepare_empty_noise(x), s.steps, s.cfg, s.sampler_name,
                                s.scheduler, positive, negative, x, disable_noise=True, start_step=switch,
                                last_step=s.steps, force_full_denoise=True,
-                               callback=latent_preview.prepare_callback(model_low, s.steps),
+                               callback=_callback(model_low, s.steps, progress, offset=switch),
                                disable_pbar=disable_pbar, seed=s.seed)
 
 
 def generate_shot(model, positive, negative, story, adapter, caption: str, s: ShotSettings, *,
                   vae=None, model_low=None, start_image: Optional[Tensor] = None,
-                  clip_vision=None) -> ShotOutput:
-    """One shot of the story. Inputs are never modified; the story returned is a new bank."""
+                  clip_vision=None, progress: Optional[tuple] = None) -> ShotOutput:
+    """One shot of the story. Inputs are never modified; the story returned is a new bank.
+
+    `progress` = (steps already done, total steps, comfy.utils.ProgressBar) reports this shot's
+    sampler steps on a bar shared by several shots (Next Shots); None = the sampler's own bar.
+    """
     if s.route not in ROUTES:
         raise ValueError(f"Next Shot: unknown route {s.route!r}; choose one of {ROUTES}.")
     backbone = backbone_of(model)
-    check_adapter(adapter, backbone, "MODEL")
+    check_bundle(adapter, backbone, "MODEL")
     if model_low is not None:
         low = backbone_of(model_low)
-        check_adapter(adapter, low, "model_low")
+        check_bundle(adapter, low, "model_low")
     c, t, h, w = latent_size(model, s)
     check_channels(story, c, "MODEL")
     if story.num_frames and (story.height, story.width) != (h, w):
@@ -170,7 +185,7 @@ def generate_shot(model, positive, negative, story, adapter, caption: str, s: Sh
         positive, negative = _set(positive, values), _set(negative, values)
 
     latent = torch.zeros(1, c, prefix + t, h, w)
-    samples = _sample(patched, patched_low, positive, negative, latent, s)
+    samples = _sample(patched, patched_low, positive, negative, latent, s, progress)
     shot = samples[:, :, prefix:].float().cpu()
     new_story = story.add_shot(shot, caption, source="generated", seed=s.seed,
                                selection=None if selection is None else selection.to_json())

@@ -138,16 +138,20 @@ class NextShots(io.ComfyNode):
         captions = kw.pop("caption")
         scalars = {k: v[0] for k, v in kw.items()}
         bank, shots, summary = story[0], [], []
-        pbar = comfy.utils.ProgressBar(len(positive))
+        # One bar over every sampler step of every shot (the per-shot sampler bar would restart at 0
+        # for each shot). Steps are the same for all shots (one widget value).
+        total = len(positive) * scalars["steps"]
+        pbar = comfy.utils.ProgressBar(total)
         for i, pos in enumerate(positive):
             caption = captions[i] if i < len(captions) else captions[-1]
             neg = negative[i] if i < len(negative) else negative[-1]
             out = generate_shot(one(model), pos, neg, bank, one(adapter), caption, settings(scalars, i),
                                 vae=one(vae), model_low=one(model_low),
-                                start_image=one(start_image) if i == 0 else None, clip_vision=one(clip_vision))
+                                start_image=one(start_image) if i == 0 else None, clip_vision=one(clip_vision),
+                                progress=(i * scalars["steps"], total, pbar))
             summary.append({"shot": bank.num_shots, "caption": caption, "context_tokens": out.tokens,
                             "kept": [] if out.selection is None else list(out.selection.kept)})
             bank = out.story
             shots.append(out.latent)
-            pbar.update_absolute(i + 1, len(positive))
+            pbar.update_absolute((i + 1) * scalars["steps"], total)
         return io.NodeOutput({"samples": torch.cat(shots, dim=2)}, bank, ui={"onestory_shots": summary})
