@@ -29,6 +29,73 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from .train.config import TrainConfig
+    from .train.loop import train
+
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+              if getattr(args, f.name, None) is not None}
+    train(TrainConfig(**values), resume=args.resume)
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .eval.run import evaluate_files
+
+    dit, adapter = args.dit, args.adapter
+    if args.run:
+        dit = dit or str(Path(args.run) / "checkpoint" / "dit.safetensors")
+        adapter = adapter or str(Path(args.run) / "checkpoint" / "adapter.safetensors")
+    if not dit or not adapter:
+        raise SystemExit("onestory eval needs --run DIR or both --dit and --adapter")
+    evaluate_files(dit, adapter, out=args.out, patterns=args.patterns, per_pattern=args.per_pattern,
+                   batch=args.batch, policy=args.policy, k=args.k, budget=args.budget, steps=args.steps,
+                   shift=args.shift, cfg=args.cfg, seed=args.seed)
+    return 0
+
+
+def _add_train(sub) -> None:
+    import dataclasses
+
+    from .train.config import TrainConfig
+
+    train = sub.add_parser("train", help="train the story-world model (docs/training.md); also under "
+                                         "torchrun --nproc_per_node N -m onestory train ...")
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            train.add_argument(flag, dest=f.name, type=lambda v: v.lower() in ("1", "true", "yes", "on"),
+                               default=None, help=f"(default {f.default})")
+        else:
+            kind = {"int": int, "float": float, "str": str}.get(str(f.type), type(f.default))
+            train.add_argument(flag, dest=f.name, type=kind, default=None, help=f"(default {f.default})")
+    train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint if present")
+    train.set_defaults(func=_train)
+
+
+def _add_eval(sub) -> None:
+    ev = sub.add_parser("eval", help="exact metrics on held-out six-shot stories (docs/results.md)")
+    ev.add_argument("--run", help="training output directory (uses RUN/checkpoint/*.safetensors)")
+    ev.add_argument("--dit", help="DiT safetensors (with --adapter; instead of --run)")
+    ev.add_argument("--adapter", help="adapter safetensors")
+    ev.add_argument("--patterns", nargs="+", default=["consistency", "insert_recall", "composition"])
+    ev.add_argument("--per-pattern", type=int, default=100, help="held-out stories per pattern (default 100)")
+    ev.add_argument("--batch", type=int, default=50, help="stories generated together (default 50)")
+    ev.add_argument("--policy", default=None, help="override the trained context policy")
+    ev.add_argument("--k", type=int, default=None)
+    ev.add_argument("--budget", type=float, default=None)
+    ev.add_argument("--steps", type=int, default=None, help="Euler steps (default 10)")
+    ev.add_argument("--shift", type=float, default=None, help="sigma shift (default 3)")
+    ev.add_argument("--cfg", type=float, default=None, help="CFG scale (default 2)")
+    ev.add_argument("--seed", type=int, default=None, help="noise seed (default 0)")
+    ev.add_argument("--out", default=None, help="write the metrics JSON here")
+    ev.set_defaults(func=_eval)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onestory", description="OneStory: multi-shot video with adaptive memory.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -47,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-hook", action="store_true", help="skip the ComfyUI hook part (ONESTORY_COMFYUI_DIR)")
     bench.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocess")
     bench.set_defaults(func=_bench)
+    _add_train(sub)
+    _add_eval(sub)
     return parser
 
 

@@ -278,7 +278,8 @@ class WanModel(nn.Module):
 
         t: "b" or "b f" (per latent frame, Wan 2.2 TI2V style); context: text features
         "b l text_dim"; clip_fea: "b 257 1280" (I2V, optional); ctx_tokens: "b n dim" or "n dim"
-        with ctx_positions "n 3" float (t, h, w) in patch units.
+        with ctx_positions "n 3" float (t, h, w) in patch units, or "b n 3" (per item, additive:
+        batched training/evaluation where each item's kept frames sit at different positions).
         """
         c = self.config
         b, _, f, h, w = x.shape
@@ -306,6 +307,7 @@ class WanModel(nn.Module):
         n = 0 if ctx_tokens is None else ctx_tokens.shape[-2]
         if n:
             ctx, ctx_freqs = self._context(ctx_tokens, ctx_positions, b, x)
+            freqs = freqs.expand(ctx_freqs.shape[0], -1, -1, -1, -1, -1)
             x, freqs = torch.cat([ctx, x], dim=1), torch.cat([ctx_freqs, freqs], dim=1)
             if e0.shape[1] > 1:  # context tokens take the modulation of the first noise frame
                 e0 = torch.cat([e0[:, :1].expand(-1, n, -1, -1), e0], dim=1)
@@ -334,9 +336,15 @@ class WanModel(nn.Module):
         if dim != self.config.dim or tokens.ndim not in (2, 3) or (tokens.ndim == 3 and tokens.shape[0] not in (1, b)):
             raise ShapeError(f"ctx_tokens must be 'n {self.config.dim}' or 'b n {self.config.dim}' with b in (1, {b}); "
                              f"got {tuple(tokens.shape)}.")
-        if positions is None or tuple(positions.shape) != (n, 3):
+        ok = positions is not None and (tuple(positions.shape) == (n, 3) or (
+            positions.ndim == 3 and positions.shape[0] in (1, b) and tuple(positions.shape[1:]) == (n, 3)))
+        if not ok:
             got = None if positions is None else tuple(positions.shape)
-            raise ShapeError(f"ctx_positions must be '{n} 3' (t, h, w per context token), got {got}.")
+            raise ShapeError(f"ctx_positions must be '{n} 3' (t, h, w per context token) or 'b {n} 3' "
+                             f"(one set per batch item), got {got}.")
         tokens = tokens.to(x.dtype).to(x.device)
         tokens = tokens.expand(b, -1, -1) if tokens.ndim == 3 else tokens[None].expand(b, -1, -1)
-        return tokens, self.rope_for(positions.to(x.device))
+        positions = positions.to(x.device)
+        if positions.ndim == 3:  # per-item positions (batched training/eval): freqs "b n 1 ..."
+            return tokens, torch.cat([self.rope_for(p) for p in positions]).expand(b, -1, -1, -1, -1, -1)
+        return tokens, self.rope_for(positions)

@@ -1,0 +1,78 @@
+"""TrainConfig: every knob of a training run (saved as JSON next to each checkpoint)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+POLICIES = ("both", "selector", "conditioner", "last_frame")
+
+
+@dataclass
+class TrainConfig:
+    out: str = "runs/storyworld"
+    steps: int = 1000
+    batch_size: int = 16            # per process
+    lr: float = 5e-4                # paper §1.6: AdamW lr 5e-4, wd 0.01
+    weight_decay: float = 0.01
+    warmup_lr_steps: int = 50       # linear lr warm-up (optimisation, not "decoupled conditioning")
+    grad_clip: float = 1.0
+    seed: int = 0
+    # tiny Wan DiT (head_dim 64)
+    dim: int = 128
+    layers: int = 4
+    heads: int = 2
+    ffn_dim: int = 512
+    text_dim: int = 128
+    # selector (its own width)
+    sel_width: int = 64
+    sel_queries: int = 4
+    sel_heads: int = 2
+    sel_stride: int = 4
+    time_gap: float = 1.0           # one empty RoPE time step between memory and the new shot
+    # memory mechanism
+    policy: str = "both"            # both | selector | conditioner | last_frame (ablation (a))
+    k: int = 4                      # kept frames (policies both / conditioner); 1 for the others
+    budget: float = 2.0             # context budget in latent-frame equivalents (finest tier)
+    inflation: bool = True          # shot inflation (cross-video / augmented memory shots)
+    decoupled_steps: int = 200      # warm-up on uniformly sampled real context; 0 = off
+    sel_weight: float = 1.0         # λ of L_sel
+    # rectified flow
+    sigma_mean: float = 0.0         # logit-normal(mean, std), then the sampler's shift
+    sigma_std: float = 1.0
+    sigma_shift: float = 3.0
+    text_dropout: float = 0.1       # caption -> zeros (the negative prompt of CFG)
+    # bookkeeping
+    log_every: int = 10
+    ckpt_every: int = 200
+    threads: int = 2
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy={self.policy!r}; expected one of {POLICIES}")
+        if self.steps < 0 or self.batch_size < 1:
+            raise ValueError("steps must be >= 0 and batch_size >= 1")
+
+    @property
+    def effective_k(self) -> int:
+        return self.k if self.policy in ("both", "conditioner") else 1
+
+    @property
+    def learned(self) -> bool:
+        return self.policy in ("both", "selector")
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
+        return cls(**d)
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), sort_keys=True)
