@@ -43,7 +43,9 @@ class Comfy:
         r = self.queue(prompt)
         if "prompt_id" not in r:
             return {"rejected": r}
-        return self.wait(r["prompt_id"], timeout)
+        # A prompt whose bad nodes feed only some outputs is still queued (the others run);
+        # /prompt reports the dropped ones in node_errors, which /history does not repeat.
+        return self.wait(r["prompt_id"], timeout) | {"node_errors": r.get("node_errors") or {}}
 
 
 def executed_nodes(entry: dict) -> list[str]:
