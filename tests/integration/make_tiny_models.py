@@ -5,8 +5,9 @@ instantiated, so keys and shapes always match the checkout under test):
 
     python make_tiny_models.py --comfy /path/to/ComfyUI --out /tmp/models
 
-Writes <out>/diffusion_models/{onestory_tiny_wan21_i2v,onestory_tiny_wan21_t2v}.safetensors
-(dim 128, one 128-wide head, 2 blocks) and <out>/vae/onestory_tiny_wan21_vae.safetensors
+Writes <out>/diffusion_models/{onestory_tiny_wan21_i2v,onestory_tiny_wan21_t2v,
+onestory_tiny_wan22_ti2v}.safetensors (dim 128, one 128-wide head, 2 blocks; the TI2V one has
+48-channel latents like Wan 2.2 TI2V-5B) and <out>/vae/onestory_tiny_wan21_vae.safetensors
 (WanVAE dim 8). Weights are seeded, so every run writes identical files.
 """
 from __future__ import annotations
@@ -63,13 +64,15 @@ def main() -> None:
 
     # dim // 128 would give 1 head anyway; the override documents the intent for other sizes.
     meta = {"config": json.dumps({"transformer": {"num_heads": HEADS}})}
-    for kind, in_dim, seed in (("i2v", 36, 1), ("t2v", 16, 2)):
+    # Wan 2.2 TI2V-5B layout: t2v, 48-channel latents in and out (ComfyUI detects WAN22_T2V by out_dim 48).
+    for kind, in_dim, out_dim, seed, name in (("i2v", 36, 16, 1, "wan21_i2v"), ("t2v", 16, 16, 2, "wan21_t2v"),
+                                              ("t2v", 48, 48, 4, "wan22_ti2v")):
         m = WanModel(model_type=kind, patch_size=(1, 2, 2), text_len=512, in_dim=in_dim, dim=DIM, ffn_dim=FFN,
-                     freq_dim=256, text_dim=4096, out_dim=16, num_heads=HEADS, num_layers=LAYERS,
+                     freq_dim=256, text_dim=4096, out_dim=out_dim, num_heads=HEADS, num_layers=LAYERS,
                      window_size=(-1, -1), qk_norm=True, cross_attn_norm=True, eps=1e-6, device="cpu",
                      dtype=torch.float32, operations=comfy.ops.disable_weight_init)
         seeded_init(m, seed)
-        write(m, os.path.join(a.out, "diffusion_models", f"onestory_tiny_wan21_{kind}.safetensors"), meta)
+        write(m, os.path.join(a.out, "diffusion_models", f"onestory_tiny_{name}.safetensors"), meta)
     vae = WanVAE(dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
                  temperal_downsample=[False, True, True], image_channels=3, conv_out_channels=3, dropout=0.0)
     seeded_init(vae, 3)

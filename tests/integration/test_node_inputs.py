@@ -14,6 +14,7 @@ import torch
 from client import error_message
 
 T2V, I2V = "onestory_tiny_wan21_t2v.safetensors", "onestory_tiny_wan21_i2v.safetensors"
+TI2V = "onestory_tiny_wan22_ti2v.safetensors"   # 48-channel latents (no tiny Wan 2.2 VAE: ComfyUI fixes its width)
 TINY_DIM = 128      # make_tiny_models.DIM
 
 
@@ -120,6 +121,20 @@ def test_keyframe_route_on_i2v(comfy):
     # recency ranks shot 1's last latent frame first: that is the keyframe
     assert payload["kept"][0] == 1, payload["kept"]
     assert entry["outputs"]["10"]["onestory_story"][0]["num_frames"] == 4
+
+
+def test_wan22_ti2v_story_onestory_route(comfy):
+    """Wan 2.2 TI2V-5B layout (48-channel latents, 16x spatial): two shots with context, no VAE needed."""
+    wf = story_wf(unet=TI2V)
+    for n in ("7", "9"):
+        del wf[n]["inputs"]["vae"]
+    entry = run_ok(comfy, wf)
+    payload = entry["outputs"]["9"]["onestory_selection"][0]
+    story = entry["outputs"]["10"]["onestory_story"][0]
+    print(f"\n[node inputs] TI2V: context_tokens={payload['context_tokens']} kept={payload['kept']}")
+    # 64x64 px / 16 = 4x4 latents: budget 1 frame = 4 (1,2,2)-tokens. Both kept frames start at one token
+    # (coarse tiers); the finest tier for the first (4) + 1 for the second exceeds 4, so 2 tokens in all.
+    assert sorted(payload["kept"]) == [0, 1] and payload["context_tokens"] == 2 and story["num_shots"] == 2 and story["num_frames"] == 4
 
 
 def test_keyframe_route_refuses_t2v_model(comfy):
