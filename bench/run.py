@@ -35,7 +35,7 @@ def measure_memory(cfg_name: str, shots: Sequence[int], threads: int) -> dict:
     return _subprocess_json([sys.executable, "-m", "bench.memory_probe", cfg_name, *map(str, shots)], env, 3600)
 
 
-def measure_hook(quick: bool, threads: int) -> dict:
+def measure_hook(quick: bool, threads: int, clock: str = "cpu") -> dict:
     comfy_dir = os.environ.get("ONESTORY_COMFYUI_DIR")
     if not comfy_dir:
         return {"status": "skipped", "reason": "ONESTORY_COMFYUI_DIR not set (opt-in)"}
@@ -46,7 +46,7 @@ def measure_hook(quick: bool, threads: int) -> dict:
     if not Path(python).exists():
         python = sys.executable
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    cmd = [python, "-m", "bench.hook_bench", "--threads", str(threads)] + (["--quick"] if quick else [])
+    cmd = [python, "-m", "bench.hook_bench", "--threads", str(threads), "--clock", clock] + (["--quick"] if quick else [])
     try:
         out = _subprocess_json(cmd, env, 3600)
     except Exception as exc:  # report, don't fake
@@ -57,14 +57,16 @@ def measure_hook(quick: bool, threads: int) -> dict:
 
 
 def run(out_dir: str, quick: bool = False, threads: int = 1, hook: bool = True,
-        memory: bool = True) -> dict:
+        memory: bool = True, clock: str = "cpu") -> dict:
     import torch
 
     torch.set_num_threads(threads)
     from onestory import costmodel as cm
 
     from . import report
-    from .common import QUICK, SCALED, Story, as_dict, machine_info
+    from .common import QUICK, SCALED, Story, as_dict, machine_info, set_clock
+
+    set_clock(clock)
     from .steps import analytic_check, measure_selection, measure_steps, paired_ratio, pipeline_check
 
     cfg = QUICK if quick else SCALED
@@ -91,7 +93,7 @@ def run(out_dir: str, quick: bool = False, threads: int = 1, hook: bool = True,
     hook_res = {"status": "skipped", "reason": "disabled (--no-hook)"}
     if hook:
         _log("[bench] part 3: ComfyUI hook")
-        hook_res = measure_hook(quick, threads)
+        hook_res = measure_hook(quick, threads, clock)
     _log("[bench] part 4: analytic cost model")
     check = analytic_check(cfg, steps)
     analytic = cm.report(shots=tuple(range(2, 11)))
@@ -105,6 +107,7 @@ def run(out_dir: str, quick: bool = False, threads: int = 1, hook: bool = True,
         "machine": {**machine_info(), "loadavg_start": load,
                     "loadavg_end": os.getloadavg() if hasattr(os, "getloadavg") else None},
         "config": as_dict(cfg),
+        "clock": clock,
         "flatness_ratio": b1[last] / b1[first],
         "flatness_ratio_paired": _paired_shots(steps["samples"]["onestory_b1"], first, last),
         "budget1_step_ratio": paired_ratio(steps["samples"], "onestory_b1", "none", shots),
@@ -159,6 +162,8 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     p.add_argument("--quick", action="store_true", help="tiny config, 1 round: checks the output format only")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: stable ratios on a shared machine)")
+    p.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
+                   help="cpu: process CPU time (default; robust on a shared machine), wall: perf_counter")
     p.add_argument("--no-hook", action="store_true", help="skip part 3 even if ONESTORY_COMFYUI_DIR is set")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocess")
     return p
@@ -166,7 +171,7 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     a = build_parser().parse_args(argv)
-    run(a.out, quick=a.quick, threads=a.threads, hook=not a.no_hook, memory=not a.no_memory)
+    run(a.out, quick=a.quick, threads=a.threads, hook=not a.no_hook, memory=not a.no_memory, clock=a.clock)
     return 0
 
 
