@@ -1,0 +1,196 @@
+"""Ablations of paper Table 2 on the story world: train every config for the same number of
+steps with 3 seeds, evaluate on held-out stories, write a table + plot.
+
+    python bench/ablate.py --out runs/ablate --steps 400 --seeds 0 1 2 --groups a b c
+    python bench/ablate.py --out runs/ablate --report docs/results_ablation.md   # table/plot only
+
+Resumable: a (config, seed) whose result JSON exists is skipped. Results: OUT/<name>_s<seed>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+# name -> (group(s), label, TrainConfig overrides). Defaults: policy both, K 4, budget 2,
+# shot inflation on, decoupled warm-up on (first `--warm` steps).
+CONFIGS = {
+    "last_frame":  ("a", "last frame only", dict(policy="last_frame")),
+    "conditioner": ("a", "conditioner only (recency + tiers)", dict(policy="conditioner")),
+    "selector":    ("a", "selector only (top-1, finest)", dict(policy="selector")),
+    "both":        ("abc", "selector + conditioner", dict(policy="both")),
+    "no_strategy": ("b", "no strategy", dict(inflation=False, decoupled_steps=0)),
+    "inflation":   ("b", "shot inflation", dict(inflation=True, decoupled_steps=0)),
+    "budget1":     ("c", "budget 1", dict(budget=1.0)),
+    "budget3":     ("c", "budget 3", dict(budget=3.0)),
+}
+GROUP_ORDER = {"a": ["last_frame", "conditioner", "selector", "both"],
+               "b": ["no_strategy", "inflation", "both"],
+               "c": ["budget1", "both", "budget3"]}
+GROUP_TITLE = {"a": "(a) memory mechanism, same budget (2 latent-frame equivalents)",
+               "b": "(b) training strategy (selector + conditioner)",
+               "c": "(c) context budget (latent-frame equivalents, selector + conditioner)"}
+GROUP_LABEL = {"both": {"a": "selector + conditioner", "b": "shot inflation + decoupled conditioning",
+                        "c": "budget 2"}}
+METRICS = ("character_recall", "environment_recall", "caption_alignment", "shot6_character_recall")
+
+
+def run_one(name: str, seed: int, args) -> dict:
+    from onestory.eval.generate import GenParams
+    from onestory.eval.run import evaluate
+    from onestory.train.config import TrainConfig
+    from onestory.train.loop import train
+
+    over = dict(CONFIGS[name][2])
+    if over.get("decoupled_steps", None) is None:
+        over["decoupled_steps"] = args.warm
+    cfg = TrainConfig(out=str(Path(args.out) / f"{name}_s{seed}"), steps=args.steps, batch_size=args.batch,
+                      seed=seed, ckpt_every=args.steps, progress=False, threads=args.threads, **over)
+    t0 = time.perf_counter()
+    model = train(cfg, resume=True)
+    t_train = time.perf_counter() - t0
+    params = GenParams.for_model(model, steps=args.sample_steps, cfg=args.cfg, seed=seed)
+    res = evaluate(model, patterns=args.patterns, per_pattern=args.per_pattern, params=params,
+                   batch=args.eval_batch, progress=False)
+    res.update(name=name, seed=seed, train_seconds=round(t_train, 1), steps=args.steps,
+               eval_seconds=round(time.perf_counter() - t0 - t_train, 1), config=cfg.to_json())
+    return res
+
+
+def _stats(values):
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return float("nan"), float("nan"), 0
+    m = sum(values) / len(values)
+    sd = (sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else float("nan")
+    return m, sd, len(values)
+
+
+def collect(out: Path) -> dict:
+    res: dict = {}
+    for p in sorted(out.glob("*_s*.json")):
+        r = json.loads(p.read_text())
+        res.setdefault(r["name"], []).append(r)
+    return res
+
+
+def report(out: Path, md_path: Path, png_path: Path, pattern: str = "insert_recall") -> str:
+    res = collect(out)
+    lines = []
+    for g in "abc":
+        lines += [f"\n**{GROUP_TITLE[g]}** — `{pattern}`, mean ± std over seeds (n = seeds run)\n",
+                  "| config | character recall | shot-6 recall | environment recall | caption alignment | n |",
+                  "|---|---|---|---|---|---|"]
+        for name in GROUP_ORDER[g]:
+            runs = res.get(name, [])
+            label = GROUP_LABEL.get(name, {}).get(g, CONFIGS[name][1])
+            cells = []
+            n = 0
+            for m in METRICS:
+                mean, sd, n = _stats([r["patterns"][pattern].get(m, float("nan")) for r in runs
+                                      if pattern in r["patterns"]])
+                cells.append("—" if n == 0 else f"{mean:.3f} ± {sd:.3f}" if n > 1 else f"{mean:.3f}")
+            cells = [cells[0], cells[3], cells[1], cells[2]]
+            lines.append(f"| {label} | " + " | ".join(cells) + f" | {n} |")
+    text = "\n".join(lines) + "\n"
+    md_path.write_text(text)
+    _plot(res, png_path, pattern)
+    return text
+
+
+def _plot(res: dict, png: Path, pattern: str) -> None:
+    groups = []
+    for g in "abc":
+        bars = []
+        for name in GROUP_ORDER[g]:
+            vals = [r["patterns"][pattern]["character_recall"] for r in res.get(name, []) if pattern in r["patterns"]]
+            m, sd, n = _stats(vals)
+            bars.append((GROUP_LABEL.get(name, {}).get(g, CONFIGS[name][1]), m, 0.0 if n < 2 else sd, n))
+        groups.append((GROUP_TITLE[g], bars))
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:   # PIL fallback
+        _plot_pil(groups, png)
+        return
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    for ax, (title, bars) in zip(axes, groups):
+        xs = range(len(bars))
+        ax.bar(xs, [0 if math.isnan(b[1]) else b[1] for b in bars], yerr=[b[2] for b in bars], capsize=4,
+               color=["#888", "#6a9", "#69c", "#c63"][:len(bars)])
+        ax.set_xticks(list(xs), [f"{b[0]}\n(n={b[3]})" for b in bars], fontsize=7)
+        ax.set_title(title, fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel(f"character recall ({pattern})")
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+
+
+def _plot_pil(groups, png: Path) -> None:
+    from PIL import Image, ImageDraw
+
+    w, h = 1200, 420
+    img = Image.new("RGB", (w, h), "white")
+    d = ImageDraw.Draw(img)
+    for gi, (title, bars) in enumerate(groups):
+        x0 = 20 + gi * 400
+        d.text((x0, 5), title[:60], fill="black")
+        for bi, (label, m, sd, n) in enumerate(bars):
+            x = x0 + 20 + bi * 90
+            hh = 0 if math.isnan(m) else int(m * 320)
+            d.rectangle([x, 370 - hh, x + 60, 370], fill=(90, 140, 200))
+            d.line([x + 30, 370 - int((m + sd) * 320) if not math.isnan(m) else 370,
+                    x + 30, 370 - int((m - sd) * 320) if not math.isnan(m) else 370], fill="black")
+            d.text((x, 375), label[:14], fill="black")
+            d.text((x, 390), f"{m:.2f} n={n}", fill="black")
+    img.save(png)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="runs/ablate")
+    ap.add_argument("--groups", nargs="+", default=["a", "b", "c"])
+    ap.add_argument("--only", nargs="+", default=None, help="config names to run (default: the groups')")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--warm", type=int, default=100, help="decoupled-conditioning warm-up steps")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--patterns", nargs="+", default=["insert_recall"])
+    ap.add_argument("--per-pattern", type=int, default=100)
+    ap.add_argument("--eval-batch", type=int, default=50)
+    ap.add_argument("--sample-steps", type=int, default=10)
+    ap.add_argument("--cfg", type=float, default=2.0)
+    ap.add_argument("--report", default=None, help="only write the table (markdown) + PNG next to it")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.report:
+        md = Path(args.report)
+        print(report(out, md, md.with_suffix(".png")))
+        return 0
+    names = args.only or [n for n in CONFIGS if any(g in CONFIGS[n][0] for g in args.groups)]
+    for seed in args.seeds:          # seed-major: every config gets seed 0 before any gets seed 1
+        for name in names:
+            path = out / f"{name}_s{seed}.json"
+            if path.exists():
+                continue
+            r = run_one(name, seed, args)
+            path.write_text(json.dumps(r, indent=1))
+            ir = r["patterns"].get("insert_recall", {})
+            print(f"{name:12s} seed {seed}: char recall {ir.get('character_recall', float('nan')):.3f} "
+                  f"env {ir.get('environment_recall', float('nan')):.3f} train {r['train_seconds']} s "
+                  f"eval {r['eval_seconds']} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
