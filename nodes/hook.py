@@ -86,7 +86,9 @@ class ContextWrapper:
             return executor(x, timestep, context, clip_fea, time_dim_concat, transformer_options, **kw)
         dm = executor.class_obj
         to = dict(transformer_options)  # private copy: the state must not leak into other calls
-        ids = rope_ids(self.positions, to.get("rope_options")).to(device=x.device, dtype=x.dtype)
+        # float32 ids whatever x's dtype: context positions are fractional (block centres), and in
+        # bf16 e.g. 80.75 is not representable; ComfyUI's rope() computes in float32/64 anyway.
+        ids = rope_ids(self.positions, to.get("rope_options")).to(device=x.device)
         to[STATE_KEY] = {
             "tokens": self.tokens.to(device=x.device, dtype=x.dtype).expand(x.shape[0], -1, -1),
             "pe": dm.rope_embedder(ids).movedim(1, 2),

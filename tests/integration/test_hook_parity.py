@@ -274,6 +274,30 @@ def test_rope_options_shift_moves_context_with_the_video():
     assert dw > 100 * d + 1e-4
 
 
+def test_context_positions_keep_float32_precision_for_bf16_inputs():
+    """Fractional context positions must not be rounded to the model input's dtype (bf16 cannot hold
+    80.75): the installed RoPE equals the model's embedder at the float32 positions."""
+    cfg, _, _ = CONFIGS["t2v"]
+    _, p = models(cfg)
+    dm = p.get_model_object("diffusion_model")
+    positions = torch.tensor([[-1.0, 80.75, 101.25], [-2.5, 0.25, 3.75]])
+    seen = {}
+
+    class Executor:
+        class_obj = dm
+
+        def __call__(self, *args, **kw):
+            seen.update(args[5][hook.STATE_KEY])
+
+    hook.ContextWrapper(torch.randn(2, cfg.dim), positions)(
+        Executor(), torch.zeros(1, 16, 1, 2, 2, dtype=torch.bfloat16), torch.zeros(1), torch.zeros(1, 4, 4096),
+        transformer_options={})
+    expected = dm.rope_embedder(positions[None]).movedim(1, 2)
+    rounded = dm.rope_embedder(positions.bfloat16().float()[None]).movedim(1, 2)
+    assert not torch.equal(expected, rounded)          # the positions above do round in bf16
+    assert torch.equal(seen["pe"], expected)
+
+
 # (c) ---------------------------------------------------------------------------------------------
 
 class SkipBlock:
