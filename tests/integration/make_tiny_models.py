@@ -7,7 +7,8 @@ instantiated, so keys and shapes always match the checkout under test):
 
 Writes <out>/diffusion_models/{onestory_tiny_wan21_i2v,onestory_tiny_wan21_t2v,
 onestory_tiny_wan22_ti2v}.safetensors (dim 128, one 128-wide head, 2 blocks; the TI2V one has
-48-channel latents like Wan 2.2 TI2V-5B) and <out>/vae/onestory_tiny_wan21_vae.safetensors
+48-channel latents like Wan 2.2 TI2V-5B), onestory_tiny_flux_not_wan.safetensors (a non-Wan
+MODEL for error tests) and <out>/vae/onestory_tiny_wan21_vae.safetensors
 (WanVAE dim 8). Weights are seeded, so every run writes identical files.
 """
 from __future__ import annotations
@@ -73,6 +74,15 @@ def main() -> None:
                      dtype=torch.float32, operations=comfy.ops.disable_weight_init)
         seeded_init(m, seed)
         write(m, os.path.join(a.out, "diffusion_models", f"onestory_tiny_{name}.safetensors"), meta)
+    # A non-Wan diffusion model (Flux layout, ComfyUI detects it from the keys) for the "not a Wan MODEL" errors.
+    from comfy.ldm.flux.model import Flux
+
+    flux = Flux(image_model="flux", in_channels=16, out_channels=16, vec_in_dim=768, context_in_dim=4096,
+                hidden_size=DIM, mlp_ratio=4.0, num_heads=1, depth=1, depth_single_blocks=1, axes_dim=[16, 56, 56],
+                theta=10000, patch_size=2, qkv_bias=True, guidance_embed=False, txt_ids_dims=[], device="cpu",
+                dtype=torch.float32, operations=comfy.ops.disable_weight_init)
+    seeded_init(flux, 5)
+    write(flux, os.path.join(a.out, "diffusion_models", "onestory_tiny_flux_not_wan.safetensors"))
     vae = WanVAE(dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
                  temperal_downsample=[False, True, True], image_channels=3, conv_out_channels=3, dropout=0.0)
     seeded_init(vae, 3)

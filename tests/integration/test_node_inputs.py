@@ -189,6 +189,24 @@ def test_k_larger_than_memory_is_clamped_with_a_note(comfy):
     assert sorted(payload["kept"]) == [0, 1]
 
 
+def test_non_wan_model_is_refused(comfy):
+    """A real non-Wan MODEL (tiny Flux, loaded by UNETLoader) into Adapter Loader and into Apply Context."""
+    from tiny import tinyfy
+
+    from test_comfy_workflows import WF
+
+    msg = run_error(comfy, story_wf(unet="onestory_tiny_flux_not_wan.safetensors"))
+    assert "OneStoryAdapterLoader" in msg and "needs a Wan 2.1/2.2 MODEL" in msg and "got Flux" in msg, msg
+    wf = tinyfy(json.loads((WF / "onestory_training_free.json").read_text()))
+    apply_id = next(k for k, v in wf.items() if v["class_type"] == "OneStoryApplyContext")
+    wf["99"] = {"class_type": "UNETLoader", "inputs": {"unet_name": "onestory_tiny_flux_not_wan.safetensors",
+                                                       "weight_dtype": "default"}}
+    wf[apply_id]["inputs"]["model"] = ["99", 0]
+    msg = run_error(comfy, wf)
+    assert "OneStoryApplyContext" in msg and "got Flux" in msg and "Load Diffusion Model" in msg, msg
+    still_serving(comfy)
+
+
 def test_latent_into_apply_context_model_is_dropped_by_comfyui_validation(comfy):
     """ComfyUI validates link types (execution.validate_inputs: return_type_mismatch), but only for
     nodes that feed an output, and it still queues a prompt whose *other* outputs are valid: the
