@@ -11,6 +11,7 @@ Shapes use einops notation: ``k`` kept frames, ``c`` latent channels, ``n`` cont
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
@@ -168,6 +169,15 @@ def block_centres(size: int, kernel: int, patch: int) -> Tensor:
     rows = torch.arange(blocks * kernel, dtype=torch.float64).clamp(max=size - 1)
     coords = (rows + 0.5) / patch - 0.5
     return coords.view(blocks, kernel).mean(dim=1)
+
+
+@functools.lru_cache(maxsize=256)
+def _block_grid(h: int, w: int, kernel: Kernel, patch: Sequence[int]) -> Tensor:
+    """(h, w) block centres of one tier, "(hh ww) 2" float64; cached because every shot of a
+    story asks for the same few grids (treat the result as read-only)."""
+    gh, gw = torch.meshgrid(block_centres(h, kernel[1], patch[1]), block_centres(w, kernel[2], patch[2]),
+                            indexing="ij")
+    return torch.stack([gh.reshape(-1), gw.reshape(-1)], dim=1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -376,23 +386,14 @@ class AdaptiveConditioner(nn.Module):
             for row, i in enumerate(members):
                 per_frame[i] = out[row]
 
-        grids: dict[int, Tensor] = {}
-        for tier in set(tiers):
-            _, kh, kw = self.kernels[tier]
-            gh, gw = torch.meshgrid(block_centres(h, kh, self.patch[1]),
-                                    block_centres(w, kw, self.patch[2]), indexing="ij")
-            grids[tier] = torch.stack([gh.reshape(-1), gw.reshape(-1)], dim=1)  # "(hh ww) 2"
-
         tokens, positions, index, tier_ids = [], [], [], []
         for i in order:
-            tier = tiers[i]
-            grid = grids[tier]
+            grid = _block_grid(h, w, self.kernels[tiers[i]], self.patch)   # "(hh ww) 2", cached
             m = grid.shape[0]
-            pos = torch.cat([torch.full((m, 1), float(t_of[i]), dtype=torch.float64), grid], dim=1)
+            positions.append(F.pad(grid, (1, 0), value=float(t_of[i])))    # prepend t: "(hh ww) 3"
             tokens.append(per_frame[i])
-            positions.append(pos)
-            index.append(torch.full((m,), int(frame_index[i]), dtype=torch.long))
-            tier_ids.append(torch.full((m,), tier, dtype=torch.long))
+            index.append(frame_index[i].expand(m))
+            tier_ids.append(torch.tensor(tiers[i]).expand(m))
         dev = ref.device
         return Context(torch.cat(tokens), torch.cat(positions).float().to(dev),
                        torch.cat(index).to(dev), torch.cat(tier_ids).to(dev))

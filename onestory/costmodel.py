@@ -35,11 +35,9 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Iterable, Sequence
 
-Kernel = tuple[int, int, int]
-# Must match onestory.conditioner.DEFAULT_KERNELS / DEFAULT_PATCH (tests/test_costmodel.py checks).
-DEFAULT_KERNELS: tuple[Kernel, ...] = ((1, 2, 2), (1, 4, 4), (1, 8, 8), (1, 16, 16))
-DEFAULT_PATCH: Kernel = (1, 2, 2)
-DEFAULT_K = 9  # onestory.selector.DEFAULT_K
+# The real solver and defaults, not copies: the model prices exactly what the code builds.
+from .conditioner import DEFAULT_KERNELS, DEFAULT_PATCH, Kernel, budget_tokens, solve_budget, tokens_per_frame
+from .selector import DEFAULT_K
 
 METHODS = ("none", "onestory_b1", "onestory_b2", "onestory_b3", "storymem10", "full_history", "last_frame")
 METHOD_LABELS = {
@@ -125,34 +123,6 @@ PRESETS: tuple[tuple[ModelDims, Geometry], ...] = (
 # ---------------------------------------------------------------------------------------------
 # tokens
 # ---------------------------------------------------------------------------------------------
-
-def tokens_per_frame(kernel: Sequence[int], h: int, w: int) -> int:
-    """Tokens of one latent frame h×w under ``kernel`` (padded): ceil(h/kh)·ceil(w/kw)."""
-    return math.ceil(h / kernel[1]) * math.ceil(w / kernel[2])
-
-
-def budget_tokens(budget: float, h: int, w: int, patch: Sequence[int] = DEFAULT_PATCH) -> int:
-    return int(math.floor(budget * tokens_per_frame(patch, h, w) + 1e-6))
-
-
-def solve_budget(num_ranked: int, kernels: Sequence[Kernel], h: int, w: int, budget: float,
-                 patch: Sequence[int] = DEFAULT_PATCH) -> list[int]:
-    """Pure-Python mirror of ``onestory.conditioner.solve_budget`` (same tiers; tested equal)."""
-    total = budget_tokens(budget, h, w, patch)
-    cost = [tokens_per_frame(k, h, w) for k in kernels]
-    coarsest = len(kernels) - 1
-    n = min(num_ranked, total // cost[coarsest])
-    tiers = [coarsest] * n
-    remaining = total - n * cost[coarsest]
-    for i in range(n):
-        for tier in range(coarsest + 1):
-            extra = cost[tier] - cost[coarsest]
-            if extra <= remaining:
-                tiers[i] = tier
-                remaining -= extra
-                break
-    return tiers
-
 
 def memory_frames(geometry: Geometry, shot: int) -> int:
     """Latent frames in the memory bank when shot ``shot`` (1-based) is generated."""

@@ -294,7 +294,10 @@ class FrameSelector(nn.Module):
         ph, pw = (-h) % s, (-w) % s
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-        m1 = rearrange(self.memory_proj(x), "(b f) e hh ww -> b f (hh ww) e", b=b)   # M1
+        # φ_V as block reshape + linear with the Conv2d weights (kernel == stride): the same
+        # result as the conv, without CPU conv setup that dominated the selector's cost.
+        blocks = rearrange(x, "(b f) c (hh s1) (ww s2) -> b f (hh ww) (c s1 s2)", b=b, s1=s, s2=s)
+        m1 = F.linear(blocks, self.memory_proj.weight.flatten(1), self.memory_proj.bias)  # M1 "b f n e"
         n = m1.shape[2]
         fmask = None if frame_mask is None else frame_mask.to(ref.device)
         kmask = None if fmask is None else repeat(fmask, "b f -> b (f n)", n=n)

@@ -42,15 +42,6 @@ def test_selector_conditioner_is_negligible_at_14b():
     assert a["selector_conditioner_fraction_max"] < 0.01
 
 
-def test_solver_mirror_matches_conditioner():
-    conditioner = pytest.importorskip("onestory.conditioner")
-    assert tuple(conditioner.DEFAULT_KERNELS) == cm.DEFAULT_KERNELS
-    for n, (h, w), budget in itertools.product((0, 1, 3, 9, 20), ((60, 104), (12, 20), (7, 9), (90, 160)),
-                                               (0.0, 0.3, 1.0, 2.0, 3.0)):
-        assert cm.solve_budget(n, cm.DEFAULT_KERNELS, h, w, budget) == \
-            conditioner.solve_budget(n, conditioner.DEFAULT_KERNELS, h, w, budget)
-
-
 def test_flops_scale_with_tokens():
     m = cm.WAN21_14B
     f0 = cm.forward_flops(m, 1000)["total"]
