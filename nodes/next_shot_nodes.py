@@ -10,9 +10,10 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io, ui
 
+from . import overrides
 from .next_shot import ROUTES, ShotSettings, generate_shot
-from .payload import selection_payload
-from .select_nodes import K_TOOLTIP, SCORER_TOOLTIP, SCORERS, kept_preview
+from .payload import planned_tiers, selection_payload
+from .select_nodes import K_TOOLTIP, SCORER_TOOLTIP, SCORERS, kept_preview, overrides_input, strip_payload
 from .types import Adapter, SelectionBundle, SelectionType, Story
 
 CATEGORY = "OneStory"
@@ -77,6 +78,14 @@ def optional_inputs() -> list:
     ]
 
 
+def memory_rgb_of_latent(latent, adapter):
+    """The new shot's first latent frame as a cheap RGB preview "1 h w 3" (timeline thumbnail)."""
+    from .bridge import latent_rgb
+
+    first = latent[0, :, :1].movedim(1, 0).float()                # "1 c h w", bank space
+    return latent_rgb(adapter.normalization.to_model(first), adapter.latent_format)
+
+
 def settings(kw: dict, seed_offset: int = 0) -> ShotSettings:
     fields = ShotSettings.__dataclass_fields__
     values = {k: kw[k] for k in fields}
@@ -94,24 +103,36 @@ class NextShot(io.ComfyNode):
             description="Generates the next shot of the story: selects memory frames for the caption, conditions the "
                         "Wan MODEL on them, samples with ComfyUI's sampler (live preview, interruptible) and adds "
                         "the shot. Outputs the shot's latent, the longer story and the selection used.",
-            inputs=model_inputs() + shot_inputs() + optional_inputs(),
+            inputs=model_inputs() + shot_inputs() + optional_inputs() + [overrides_input()],
             outputs=[io.Latent.Output(display_name="latent"), Story.Output(display_name="story"),
                      SelectionType.Output(display_name="selection")],
         )
 
     @classmethod
+    def validate_inputs(cls, memory_overrides: str = "") -> bool | str:
+        return overrides.check(memory_overrides)
+
+    @classmethod
     def execute(cls, model, positive, negative, story, adapter, vae=None, model_low=None, start_image=None,
-                clip_vision=None, **kw) -> io.NodeOutput:
+                clip_vision=None, memory_overrides: str = "", **kw) -> io.NodeOutput:
         s = settings(kw)
-        out = generate_shot(model, positive, negative, story, adapter, kw["caption"], s, vae=vae,
+        view, ov = overrides.apply(story, memory_overrides)   # this shot's pins/excludes, on a copy
+        out = generate_shot(model, positive, negative, view, adapter, kw["caption"], s, vae=vae,
                             model_low=model_low, start_image=start_image, clip_vision=clip_vision)
-        payload = {"shot": story.num_shots, "route": s.route, "context_tokens": out.tokens}
-        previews = {}
+        # The story passed on keeps the input story's own flags: overrides are this shot's only.
+        new_story = out.story if view is story else overrides.restore_flags(story, out.story)
+        payload = {"shot": story.num_shots, "route": s.route, "context_tokens": out.tokens, "caption": kw["caption"]}
+        previews, tiers = {}, None
         if out.selection is not None:
-            payload.update(selection_payload(story, out.selection, s.k))
+            payload.update(selection_payload(view, out.selection, s.k))
+            if s.route == "onestory":
+                tiers = planned_tiers(view, out.selection, adapter.conditioner, s.budget)
             if out.selection.kept:
-                previews = ui.PreviewImage(kept_preview(story, out.selection, adapter), cls=cls).as_dict()
-        return io.NodeOutput({"samples": out.latent}, out.story, SelectionBundle(out.selection, story.fingerprint()),
+                previews = ui.PreviewImage(kept_preview(view, out.selection, adapter), cls=cls).as_dict()
+        first = memory_rgb_of_latent(out.latent, adapter)
+        payload.update(strip_payload(cls, view, out.selection, ov, adapter, tiers,
+                                     s.budget if tiers is not None else None, first_frame=first))
+        return io.NodeOutput({"samples": out.latent}, new_story, SelectionBundle(out.selection, story.fingerprint()),
                              ui={**previews, "onestory_selection": [payload]})
 
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 from comfy_api.latest import io, ui
 
 from ..onestory.conditioner import Context
+from . import overrides
 from .bridge import caption_tokens, check_channels, latent_rgb
 from .hook import apply_context
-from .payload import selection_payload
+from .payload import memory_frames, planned_tiers, selection_payload, thumbs, tier_labels
 from .types import Adapter, ContextType, SelectionBundle, SelectionType, Story
 
 CATEGORY = "OneStory"
@@ -51,6 +52,29 @@ def kept_preview(story, selection, adapter):
     return latent_rgb(adapter.normalization.to_model(frames), adapter.latent_format)
 
 
+def memory_rgb(story, adapter):
+    """Every memory frame as a cheap latent → RGB preview, in memory order."""
+    return latent_rgb(adapter.normalization.to_model(story.frames.float()), adapter.latent_format)
+
+
+def overrides_input():
+    """The last input of Frame Selector, Next Shot and Preview Memory (appended; never reorder)."""
+    return io.String.Input(overrides.WIDGET, default="", multiline=False, optional=True, tooltip=overrides.TOOLTIP)
+
+
+def strip_payload(cls, view, selection, ov, adapter, tiers, tier_budget, first_frame=None) -> dict:
+    """What the memory strip draws: every memory frame (score, rank, tier, flags, override) + thumbnails."""
+    save = lambda image: ui.PreviewImage(image, cls=cls).as_dict()["images"][0]  # noqa: E731
+    rgb = memory_rgb(view, adapter) if view.num_frames else None
+    if rgb is None and first_frame is None:
+        return {"memory_frames": []}
+    rgb = rgb if rgb is not None else first_frame[:0]
+    return {"memory_frames": memory_frames(view, selection, ov, tiers),
+            "captions": [s.caption for s in view.shots],
+            "tier_labels": tier_labels(adapter.conditioner), "tier_budget": tier_budget,
+            "thumbs": thumbs(rgb, save, first_frame)}
+
+
 class FrameSelector(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -66,17 +90,28 @@ class FrameSelector(io.ComfyNode):
                 Adapter.Input("adapter", tooltip="From OneStory Adapter Loader."),
                 io.Int.Input("k", default=8, min=0, max=256, tooltip=K_TOOLTIP),
                 io.Combo.Input("scorer", options=SCORERS, default="auto", tooltip=SCORER_TOOLTIP),
+                overrides_input(),
             ],
             outputs=[SelectionType.Output(display_name="selection")],
             is_output_node=True,
         )
 
     @classmethod
-    def execute(cls, story, positive, adapter, k: int, scorer: str) -> io.NodeOutput:
-        selection = run_selection(story, positive, adapter, k, scorer)
-        payload = selection_payload(story, selection, k)
-        previews = ui.PreviewImage(kept_preview(story, selection, adapter), cls=cls).as_dict() \
+    def validate_inputs(cls, memory_overrides: str = "") -> bool | str:
+        return overrides.check(memory_overrides)
+
+    @classmethod
+    def execute(cls, story, positive, adapter, k: int, scorer: str, memory_overrides: str = "") -> io.NodeOutput:
+        view, ov = overrides.apply(story, memory_overrides)     # a copy with this node's pins/excludes
+        selection = run_selection(view, positive, adapter, k, scorer)
+        payload = selection_payload(view, selection, k)
+        # Tiers as the Adaptive Conditioner would assign them at the adapter's default budget.
+        tiers = planned_tiers(view, selection, adapter.conditioner, adapter.default_budget)
+        payload.update(strip_payload(cls, view, selection, ov, adapter, tiers, adapter.default_budget))
+        previews = ui.PreviewImage(kept_preview(view, selection, adapter), cls=cls).as_dict() \
             if selection.kept else {"images": []}
+        # The selection ranks the input story's frames (same frames, only flags differ), so it
+        # carries the input story's fingerprint and pairs with it in the Adaptive Conditioner.
         return io.NodeOutput(SelectionBundle(selection, story.fingerprint()),
                              ui={**previews, "onestory_selection": [payload]})
 

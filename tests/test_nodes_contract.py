@@ -188,3 +188,157 @@ def test_api_twin_matches_ui(name):
             if (node["type"], w) in b.API_SKIP or isinstance(a.get(w), list):
                 continue
             assert a[w] == v, f"{name}: {node['type']}#{node['id']}.{w}"
+
+
+# ---- memory_overrides widget (issue 6) ---------------------------------------------------------
+STRIP_NODES = ("OneStoryFrameSelector", "OneStoryNextShot", "OneStoryPreviewMemory")
+
+
+@pytest.mark.parametrize("node_id", STRIP_NODES)
+def test_memory_overrides_is_last_optional_string(pack, node_id):
+    _, schemas = pack
+    last = schemas[node_id].inputs[-1]
+    assert (last.io_type, last.id) == ("STRING", "memory_overrides")
+    assert last.kw.get("optional") is True and last.kw.get("default") == "" and last.kw.get("multiline") is False
+    assert "pin" in last.kw["tooltip"] and "exclude" in last.kw["tooltip"]
+
+
+def test_workflows_carry_empty_overrides_widget(pack):
+    for name in NAMES:
+        api = json.loads((WF / "api" / f"{name}.json").read_text())
+        for node in api.values():
+            if node["class_type"] in STRIP_NODES:
+                assert node["inputs"]["memory_overrides"] == "", name
+
+
+def _ov(pack):
+    return sys.modules["onestory_pack.nodes.overrides"]
+
+
+def _bank(shots=(3, 2, 2)):
+    import torch
+    from onestory.memory import MemoryBank
+
+    bank = MemoryBank.empty()
+    g = torch.Generator().manual_seed(0)
+    for i, t in enumerate(shots):
+        bank = bank.add_shot(torch.randn(16, t, 4, 6, generator=g), f"shot {i}")
+    return bank
+
+
+def test_overrides_parse(pack):
+    ov = _ov(pack)
+    assert ov.parse("").empty and ov.parse("  ").empty and ov.parse(None).empty and ov.parse("{}").empty
+    p = ov.parse('{"pin": [[0, 2], [0, 2], 5], "exclude": [[1, 0]]}')
+    assert p.pin == ((0, 2), 5) and p.exclude == ((1, 0),)   # duplicates dropped, order kept
+
+
+@pytest.mark.parametrize("text,fragment", [
+    ("{pin: [1]}", "not valid JSON"), ("[1, 2]", "not an object"), ('{"pins": [[0, 1]]}', "unknown key"),
+    ('{"pin": [0, 1]}', None), ('{"pin": [[0, 1, 2]]}', "neither"), ('{"pin": [true]}', "not a frame"),
+    ('{"pin": [[-1, 0]]}', ">= 0"), ('{"pin": [-2]}', "negative"), ('{"pin": {"a": 1}}', "must be a list"),
+    ('{"pin": [[0, 1]], "exclude": [[0, 1]]}', "both pinned and excluded"),
+])
+def test_overrides_parse_errors_name_the_widget(pack, text, fragment):
+    ov = _ov(pack)
+    if fragment is None:                       # a list of two indices is valid (memory indices 0 and 1)
+        assert ov.parse(text).pin == (0, 1)
+        return
+    with pytest.raises(ValueError) as e:
+        ov.parse(text)
+    assert str(e.value).startswith("memory_overrides:") and fragment in str(e.value)
+    assert ov.check(text) == str(e.value)
+    assert ov.check('{"pin": [[0, 0]]}') is True
+
+
+def test_overrides_apply_on_a_copy_by_frame_identity(pack):
+    ov = _ov(pack)
+    bank = _bank().set_excluded([1])                           # story-level exclude of (0, 1)
+    view, parsed = ov.apply(bank, '{"pin": [[0, 1], [2, 1]], "exclude": [3]}')
+    assert view is not bank and view.fingerprint() != bank.fingerprint()
+    assert bank.excluded[1] and not any(bank.pinned)           # input unchanged
+    assert [i for i, p in enumerate(view.pinned) if p] == [1, 6]
+    assert [i for i, e in enumerate(view.excluded) if e] == [3]
+    assert ov.state_of(parsed, view, 6) == "pin" and ov.state_of(parsed, view, 3) == "exclude"
+    assert ov.state_of(parsed, view, 0) is None
+    same, _ = ov.apply(bank, "")
+    assert same is bank
+    # (shot, frame) pairs survive a change to an earlier shot's length; indices do not.
+    longer = _bank((4, 2, 2))
+    v2, _ = ov.apply(longer, '{"pin": [[2, 1]]}')
+    assert [i for i, p in enumerate(v2.pinned) if p] == [7]
+
+
+@pytest.mark.parametrize("text,fragment", [
+    ('{"pin": [[3, 0]]}', "shots 0..2"), ('{"pin": [[1, 2]]}', "frames 0..1"), ('{"exclude": [7]}', "frames 0..6"),
+    ('{"pin": [[0, 0]], "exclude": [0]}', "both pinned and excluded"),
+])
+def test_overrides_out_of_range(pack, text, fragment):
+    ov = _ov(pack)
+    with pytest.raises(ValueError) as e:
+        ov.apply(_bank(), text)
+    assert str(e.value).startswith("memory_overrides:") and fragment in str(e.value)
+
+
+def test_overrides_restore_flags_after_add_shot(pack):
+    import torch
+
+    ov = _ov(pack)
+    bank = _bank().set_pinned([0]).set_excluded([4])
+    view, _ = ov.apply(bank, '{"pin": [4, 5], "exclude": [0, 2]}')
+    shot = torch.zeros(16, 2, 4, 6)
+    restored = ov.restore_flags(bank, view.add_shot(shot, "next"))
+    assert restored.fingerprint() == bank.add_shot(shot, "next").fingerprint()
+
+
+def test_memory_frames_payload_shape(pack):
+    import torch
+    from onestory.conditioner import AdaptiveConditioner
+    from onestory.selector import select
+
+    payload = sys.modules["onestory_pack.nodes.payload"]
+    ov = _ov(pack)
+    view, parsed = ov.apply(_bank(), '{"pin": [[2, 1]], "exclude": [[0, 0]]}')
+    sel = select(view, 3, "recency")
+    cond = AdaptiveConditioner(16, 8)
+    tiers = payload.planned_tiers(view, sel, cond, 1.0)
+    frames = payload.memory_frames(view, sel, parsed, tiers)
+    assert [f["index"] for f in frames] == list(range(7))
+    keys = {"index", "shot", "frame", "source", "score", "kept", "rank", "tier", "pinned", "excluded", "override"}
+    assert all(set(f) == keys for f in frames)
+    json.dumps(frames)                                          # JSON-able (goes through the websocket)
+    pinned = frames[6]
+    assert (pinned["shot"], pinned["frame"], pinned["pinned"], pinned["override"], pinned["rank"]) == (2, 1, True, "pin", 0)
+    assert frames[0]["excluded"] and not frames[0]["kept"] and frames[0]["override"] == "exclude"
+    assert sum(f["kept"] for f in frames) == 3 and {f["rank"] for f in frames if f["kept"]} == {0, 1, 2}
+    assert all(isinstance(f["score"], float) for f in frames)
+    kept_tiers = [f["tier"] for f in sorted((f for f in frames if f["kept"]), key=lambda f: f["rank"])]
+    assert kept_tiers[:len(tiers)] == tiers and tiers == sorted(tiers)     # finer tiers for higher ranks
+    assert payload.tier_labels(cond)[0] == "1×"
+    assert all(f["tier"] is None and f["score"] is None for f in payload.memory_frames(view))
+
+
+def test_thumbs_one_strip_with_cells(pack):
+    import torch
+
+    payload = sys.modules["onestory_pack.nodes.payload"]
+    saved = []
+    save = lambda im: saved.append(im) or {"filename": "x.png", "subfolder": "", "type": "temp"}  # noqa: E731
+    rgb = torch.rand(5, 60, 104, 3)
+    t = payload.thumbs(rgb, save, first_frame=torch.rand(1, 60, 104, 3), max_side=52)
+    assert t["count"] == 6 and t["first_frame_cell"] == 5 and t["cell"] == [52, 30]
+    assert saved[0].shape == (1, 30, 6 * 52, 3) and saved[0].min() >= 0 and saved[0].max() <= 1
+    small = payload.thumbs(torch.rand(2, 8, 8, 3), save)
+    assert small["cell"] == [8, 8] and "first_frame_cell" not in small
+
+
+def test_every_node_has_a_help_page(pack):
+    """The frontend fetches /extensions/<pack>/docs/<NodeId>.md (WEB_DIRECTORY = js)."""
+    _, schemas = pack
+    docs = ROOT / "js" / "docs"
+    assert sorted(p.stem for p in docs.glob("*.md")) == sorted(schemas)
+    for node_id in schemas:
+        text = (docs / f"{node_id}.md").read_text()
+        assert text.startswith("# OneStory ") and len(text) > 200, node_id
+    assert "4n+1" in (docs / "OneStoryNextShot.md").read_text()
+    assert "memory_overrides" in (docs / "OneStoryFrameSelector.md").read_text()

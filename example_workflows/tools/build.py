@@ -28,9 +28,10 @@ WIDGETS = {
     "CreateList": [], "PrimitiveStringMultiline": ["value"],
     "OneStoryAdapterLoader": ["adapter_name"], "OneStoryNewStory": ["reference_caption", "latent_width", "latent_height"],
     "OneStoryAddShot": ["caption", "source"], "OneStoryEditMemory": ["action", "shot", "frame"],
-    "OneStoryFrameSelector": ["k", "scorer"], "OneStoryAdaptiveConditioner": ["budget"],
-    "OneStoryApplyContext": ["context_in_negative"], "OneStoryNextShot": NEXT, "OneStoryNextShots": NEXT,
-    "OneStorySaveStory": ["name"], "OneStoryLoadStory": ["name"], "OneStoryPreviewMemory": ["columns"],
+    "OneStoryFrameSelector": ["k", "scorer", "memory_overrides"], "OneStoryAdaptiveConditioner": ["budget"],
+    "OneStoryApplyContext": ["context_in_negative"], "OneStoryNextShot": NEXT + ["memory_overrides"],
+    "OneStoryNextShots": NEXT, "OneStorySaveStory": ["name"], "OneStoryLoadStory": ["name"],
+    "OneStoryPreviewMemory": ["columns", "memory_overrides"],
     "OneStoryStoryToLatent": ["include_reference"],
 }
 SEED_WIDGETS = {("KSampler", "seed"), ("OneStoryNextShot", "seed"), ("OneStoryNextShots", "seed")}
@@ -139,7 +140,8 @@ def chain(g: Graph, ids: dict, story: tuple, captions: list[str], seed: int, col
             links["model_low"] = (model_low, 0)
         if i == 0 and first_extra:
             links.update(first_extra)
-        node = g.add("OneStoryNextShot", shot_widgets(cap, seed + i, **over), links, col=col0 + i, row=1)
+        node = g.add("OneStoryNextShot", {**shot_widgets(cap, seed + i, **over), "memory_overrides": ""}, links,
+                     col=col0 + i, row=1)
         story = (node, 1)   # Next Shot outputs (latent, story, selection)
     return story
 
@@ -150,7 +152,7 @@ def finish(g: Graph, ids: dict, story: tuple, name: str, col: int) -> None:
     g.add("SaveAnimatedWEBP", {"filename_prefix": f"onestory/{name}", "fps": 16.0, "lossless": False, "quality": 90,
                                "method": "default"}, {"images": (img, 0)}, col=col, row=4)
     g.add("OneStorySaveStory", {"name": f"stories/{name}"}, {"story": story}, col=col, row=5)
-    g.add("OneStoryPreviewMemory", {"columns": 8}, {"story": story, "model": (ids["model"], 0)}, col=col, row=6)
+    g.add("OneStoryPreviewMemory", {"columns": 8, "memory_overrides": ""}, {"story": story, "model": (ids["model"], 0)}, col=col, row=6)
 
 
 CAFE = ["a woman in a red coat enters a small cafe, camera follows her",
@@ -236,7 +238,7 @@ def training_free() -> Graph:
     s1 = g.add("OneStoryAddShot", {"caption": CAFE[0], "source": "generated"}, {"story": (story, 0), "latent": (ks1, 0)},
                col=1, row=2)
     p2 = g.add("CLIPTextEncode", {"text": CAFE[1]}, {"clip": (ids["clip"], 0)}, col=2, row=0)
-    sel = g.add("OneStoryFrameSelector", {"k": 4, "scorer": "sink_recent"},
+    sel = g.add("OneStoryFrameSelector", {"k": 4, "scorer": "sink_recent", "memory_overrides": ""},
                 {"story": (s1, 0), "positive": (p2, 0), "adapter": (ids["adapter"], 0)}, col=2, row=1)
     ctx = g.add("OneStoryAdaptiveConditioner", {"budget": 1.0},
                 {"story": (s1, 0), "selection": (sel, 0), "adapter": (ids["adapter"], 0)}, col=2, row=2)
