@@ -2,7 +2,7 @@
 steps with 3 seeds, evaluate on held-out stories, write a table + plot.
 
     python bench/ablate.py --out runs/ablate --steps 400 --seeds 0 1 2 --groups a b c
-    python bench/ablate.py --out runs/ablate --report docs/results_ablation.md   # table/plot only
+    python bench/ablate.py --out runs/ablate --report docs/results_ablation.png   # table + plot only
 
 Resumable: a (config, seed) whose result JSON exists is skipped. Results: OUT/<name>_s<seed>.json.
 """
@@ -52,13 +52,14 @@ def run_one(name: str, seed: int, args) -> dict:
     if over.get("decoupled_steps", None) is None:
         over["decoupled_steps"] = args.warm
     cfg = TrainConfig(out=str(Path(args.out) / f"{name}_s{seed}"), steps=args.steps, batch_size=args.batch,
-                      seed=seed, ckpt_every=args.steps, progress=False, threads=args.threads, **over)
+                      seed=seed, ckpt_every=args.steps, progress=False, threads=args.threads, init=args.init,
+                      warmup_lr_steps=min(50, args.steps // 10), **over)
     t0 = time.perf_counter()
     model = train(cfg, resume=True)
     t_train = time.perf_counter() - t0
     params = GenParams.for_model(model, steps=args.sample_steps, cfg=args.cfg, seed=seed)
     res = evaluate(model, patterns=args.patterns, per_pattern=args.per_pattern, params=params,
-                   batch=args.eval_batch, progress=False)
+                   batch=args.eval_batch, progress=False, frames=args.read_frames)
     res.update(name=name, seed=seed, train_seconds=round(t_train, 1), steps=args.steps,
                eval_seconds=round(time.perf_counter() - t0 - t_train, 1), config=cfg.to_json())
     return res
@@ -81,7 +82,7 @@ def collect(out: Path) -> dict:
     return res
 
 
-def report(out: Path, md_path: Path, png_path: Path, pattern: str = "insert_recall") -> str:
+def report(out: Path, png_path: Path, pattern: str = "insert_recall") -> str:
     res = collect(out)
     lines = []
     for g in "abc":
@@ -100,7 +101,6 @@ def report(out: Path, md_path: Path, png_path: Path, pattern: str = "insert_reca
             cells = [cells[0], cells[3], cells[1], cells[2]]
             lines.append(f"| {label} | " + " | ".join(cells) + f" | {n} |")
     text = "\n".join(lines) + "\n"
-    md_path.write_text(text)
     _plot(res, png_path, pattern)
     return text
 
@@ -118,7 +118,7 @@ def _plot(res: dict, png: Path, pattern: str) -> None:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-    except ImportError:   # PIL fallback
+    except ImportError:   # PIL fallback (matplotlib is the optional "bench" extra)
         _plot_pil(groups, png)
         return
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
@@ -169,13 +169,16 @@ def main(argv=None) -> int:
     ap.add_argument("--eval-batch", type=int, default=50)
     ap.add_argument("--sample-steps", type=int, default=10)
     ap.add_argument("--cfg", type=float, default=2.0)
-    ap.add_argument("--report", default=None, help="only write the table (markdown) + PNG next to it")
+    ap.add_argument("--read-frames", nargs="+", type=int, default=None,
+                    help="latent frames of each shot to read (default all)")
+    ap.add_argument("--init", default="", help="pretrained base DiT (dit.safetensors) to fine-tune from")
+    ap.add_argument("--report", default=None, metavar="PNG",
+                    help="only print the markdown table of OUT's results and save the bar plot to PNG")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.report:
-        md = Path(args.report)
-        print(report(out, md, md.with_suffix(".png")))
+        print(report(out, Path(args.report)))
         return 0
     names = args.only or [n for n in CONFIGS if any(g in CONFIGS[n][0] for g in args.groups)]
     for seed in args.seeds:          # seed-major: every config gets seed 0 before any gets seed 1

@@ -9,7 +9,8 @@ from typing import Optional, Sequence
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(out_dir=args.out, seed=args.seed, steps=args.steps)
+    run_demo(out_dir=args.out, seed=args.seed, steps=args.steps, stories=args.stories, dit=args.dit,
+             adapter=args.adapter)
     return 0
 
 
@@ -54,7 +55,7 @@ def _eval(args: argparse.Namespace) -> int:
         raise SystemExit("onestory eval needs --run DIR or both --dit and --adapter")
     evaluate_files(dit, adapter, out=args.out, patterns=args.patterns, per_pattern=args.per_pattern,
                    batch=args.batch, policy=args.policy, k=args.k, budget=args.budget, steps=args.steps,
-                   shift=args.shift, cfg=args.cfg, seed=args.seed)
+                   shift=args.shift, cfg=args.cfg, seed=args.seed, frames=args.read_frames)
     return 0
 
 
@@ -92,6 +93,8 @@ def _add_eval(sub) -> None:
     ev.add_argument("--shift", type=float, default=None, help="sigma shift (default 3)")
     ev.add_argument("--cfg", type=float, default=None, help="CFG scale (default 2)")
     ev.add_argument("--seed", type=int, default=None, help="noise seed (default 0)")
+    ev.add_argument("--read-frames", nargs="+", type=int, default=None,
+                    help="latent frames of each shot to read back (default all; e.g. 1 = the middle one)")
     ev.add_argument("--out", default=None, help="write the metrics JSON here")
     ev.set_defaults(func=_eval)
 
@@ -100,10 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onestory", description="OneStory: multi-shot video with adaptive memory.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="generate a six-shot story on the CPU with the embedded default model")
+    demo = sub.add_parser("demo", help="generate a six-shot insert-and-recall story on the CPU with the bundled "
+                                       "story-world checkpoint (GIF, contact sheet, recall metrics)")
     demo.add_argument("--out", default="out/demo", help="output directory (created; default: out/demo)")
     demo.add_argument("--seed", type=int, default=0, help="story seed (default 0)")
-    demo.add_argument("--steps", type=int, default=None, help="denoising steps per shot (default: model's)")
+    demo.add_argument("--steps", type=int, default=None, help="denoising steps per shot (default 10)")
+    demo.add_argument("--stories", type=int, default=20,
+                      help="also score this many held-out insert_recall stories (default 20; 0 = skip)")
+    demo.add_argument("--dit", default=None, help="DiT safetensors (default: the bundled one)")
+    demo.add_argument("--adapter", default=None, help="adapter safetensors (default: the bundled one)")
     demo.set_defaults(func=_demo)
 
     bench = sub.add_parser("bench", help="performance benchmarks: DIR/results.json, results.md, PNG plots "

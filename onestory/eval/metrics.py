@@ -13,7 +13,7 @@ Counts are summed over frames and stories and turned into ratios by `aggregate`.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from typing import Iterable, Sequence
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -24,15 +24,19 @@ KEYS = ("char_hit", "char_n", "env_hit", "env_n", "cap_hit", "cap_n",
         "shape_hit", "colour_hit", "pattern_hit")
 
 
-def story_metrics(story: Story, latents: Sequence, readings=None) -> dict:
-    """Counts for one story; also per-shot character counts ("shot{s}_char_hit/_n")."""
+def story_metrics(story: Story, latents: Sequence, readings=None,
+                  frames: Optional[Sequence[int]] = None) -> dict:
+    """Counts for one story; also per-shot character counts ("shot{s}_char_hit/_n").
+    `frames`: latent frames of each shot to read (default all; the cast and room are the same in
+    every frame of a shot, so reading fewer only changes the sample size, not what is measured)."""
     c: Counter = Counter()
     seen_chars: set[int] = set()
     seen_envs: set[int] = set()
     for s, z in enumerate(latents):
-        reads = readings[s] if readings is not None else read_latent(z)
+        idx = list(range(z.shape[1])) if frames is None else list(frames)
+        reads = readings[s] if readings is not None else read_latent(z[:, idx])
         shot = story.shots[s]
-        for j, rd in enumerate(reads):
+        for j, rd in zip(idx, reads):
             truth = story.truth(s, j)
             got = Counter(r.character for r in rd.characters)
             for cid, ch, pl in zip(truth.character_ids, truth.characters, truth.placements):

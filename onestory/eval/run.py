@@ -17,17 +17,18 @@ from .metrics import aggregate, story_metrics
 
 
 def evaluate(model: StoryModel, patterns: Sequence[str] = PATTERN_NAMES, per_pattern: int = 100,
-             params: Optional[GenParams] = None, batch: int = 50, progress: bool = True) -> dict:
+             params: Optional[GenParams] = None, batch: int = 50, progress: bool = True,
+             frames: Optional[Sequence[int]] = None) -> dict:
     params = params or GenParams.for_model(model)
     model.eval()
-    results: dict = {"params": params.__dict__, "patterns": {}}
+    results: dict = {"params": params.__dict__, "frames_read": frames, "patterns": {}}
     for pattern in patterns:
         t0 = time.perf_counter()
         stories = eval_stories(pattern, per_pattern)
         counts = []
         for i in range(0, len(stories), batch):
             runs = generate_batch(model, stories[i:i + batch], params)
-            counts += [story_metrics(r.story, r.latents) for r in runs]
+            counts += [story_metrics(r.story, r.latents, frames=frames) for r in runs]
         res = aggregate(counts)
         res["seconds"] = round(time.perf_counter() - t0, 1)
         results["patterns"][pattern] = res
@@ -42,6 +43,7 @@ def evaluate_files(dit: str, adapter: str, out: Optional[str] = None, **kw) -> d
     gen_keys = ("policy", "k", "budget", "steps", "shift", "cfg", "seed")
     model = load_model(dit, adapter)
     params = GenParams.for_model(model, **{k: kw.pop(k) for k in gen_keys if k in kw})
+    torch.set_num_threads(kw.pop("threads", torch.get_num_threads()))
     res = evaluate(model, params=params, **kw)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,7 @@ def adapter_of(model: StoryModel) -> OneStoryAdapter:
     cfg = model.cfg
     return OneStoryAdapter.from_modules(model.conditioner, model.selector if cfg.learned else None,
                                         backbone="wan2.1-t2v", text_dim=cfg.text_dim,
-                                        default_budget=cfg.budget, default_k=cfg.effective_k)
+                                        default_budget=cfg.budget, default_k=max(1, cfg.effective_k))
 
 
 def save_weights(model: StoryModel, dit_path: str | os.PathLike, adapter_path: str | os.PathLike,

@@ -6,24 +6,26 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-POLICIES = ("both", "selector", "conditioner", "last_frame")
+POLICIES = ("both", "selector", "conditioner", "last_frame", "none")
 
 
 @dataclass
 class TrainConfig:
     out: str = "runs/storyworld"
     steps: int = 1000
-    batch_size: int = 16            # per process
+    batch_size: int = 12            # per process
     lr: float = 5e-4                # paper §1.6: AdamW lr 5e-4, wd 0.01
     weight_decay: float = 0.01
     warmup_lr_steps: int = 50       # linear lr warm-up (optimisation, not "decoupled conditioning")
     grad_clip: float = 1.0
     seed: int = 0
+    init: str = ""                  # DiT safetensors to start from (a pretrained base, as the paper
+                                    # fine-tunes Wan); the conditioner is re-inflated from its patch embedding
     # tiny Wan DiT (head_dim 64)
     dim: int = 128
-    layers: int = 4
+    layers: int = 3
     heads: int = 2
-    ffn_dim: int = 512
+    ffn_dim: int = 256
     text_dim: int = 128
     # selector (its own width)
     sel_width: int = 64
@@ -32,7 +34,8 @@ class TrainConfig:
     sel_stride: int = 4
     time_gap: float = 1.0           # one empty RoPE time step between memory and the new shot
     # memory mechanism
-    policy: str = "both"            # both | selector | conditioner | last_frame (ablation (a))
+    policy: str = "both"            # both | selector | conditioner | last_frame (ablation (a)) | none
+                                    # (none: no context, text-only base pretraining)
     k: int = 4                      # kept frames (policies both / conditioner); 1 for the others
     budget: float = 2.0             # context budget in latent-frame equivalents (finest tier)
     inflation: bool = True          # shot inflation (cross-video / augmented memory shots)
@@ -41,7 +44,7 @@ class TrainConfig:
     # rectified flow
     sigma_mean: float = 0.0         # logit-normal(mean, std), then the sampler's shift
     sigma_std: float = 1.0
-    sigma_shift: float = 3.0
+    sigma_shift: float = 1.0         # 1 = plain logit-normal (3 starved low σ: grainy samples)
     text_dropout: float = 0.1       # caption -> zeros (the negative prompt of CFG)
     # bookkeeping
     log_every: int = 10
@@ -57,6 +60,8 @@ class TrainConfig:
 
     @property
     def effective_k(self) -> int:
+        if self.policy == "none":
+            return 0
         return self.k if self.policy in ("both", "conditioner") else 1
 
     @property

@@ -1,10 +1,10 @@
 """Losses. L_shot: rectified flow on the target (last) shot. L_sel: selector scores vs labels.
 
-σ distribution: logit-normal (SD3: σ = sigmoid(m + s·n)) followed by the same shift the
-sampler uses (σ' = shift·σ / (1 + (shift−1)·σ), Wan's schedule). The logit-normal concentrates
-training on mid noise levels, where the velocity is hardest to predict (at σ≈0 and σ≈1 it is
-almost determined by the input); the shift moves that mass to where the shifted Euler sampler
-actually spends its steps (high σ decides layout/identity, which is what memory must supply).
+σ distribution: logit-normal (SD3: σ = sigmoid(m + s·n)), optionally followed by a shift
+(σ' = shift·σ / (1 + (shift−1)·σ), Wan's schedule). Default m = 0, s = 1, shift = 1: mass on
+mid noise levels, where the velocity is hardest to predict, while ~20 % of the samples stay
+below σ = 0.3 so the last sampler steps can clean up (with shift 3 only ~3 % did, and the tiny
+model's samples stayed grainy). See docs/training.md.
 """
 from __future__ import annotations
 

@@ -34,7 +34,12 @@ class StoryModel(nn.Module):
                  selector: Optional[FrameSelector] = None) -> None:
         super().__init__()
         self.cfg = cfg
-        self.dit = dit if dit is not None else WanModel(wan_config(cfg))
+        if dit is None:
+            dit = WanModel(wan_config(cfg))
+            if cfg.init:   # pretrained base DiT (strict load; the config must match)
+                from safetensors.torch import load_file
+                dit.load_state_dict(load_file(cfg.init))
+        self.dit = dit
         if conditioner is None:   # paper: patchifiers initialised from the backbone's patch embedding
             conditioner = AdaptiveConditioner.from_patch_embedding(
                 self.dit.patch_embedding.weight, self.dit.patch_embedding.bias, latent_channels=16,
@@ -50,7 +55,7 @@ class StoryModel(nn.Module):
     def context(self, memory: Tensor, ranked: Sequence[Sequence[int]], budget: float) -> BatchContext:
         """memory "b f c h w" (model space); ranked: per item, memory indices best first (same
         length for all items). Tokens "b n d" and positions "b n 3" (time order per item)."""
-        if memory.shape[1] == 0:
+        if memory.shape[1] == 0 or all(len(r) == 0 for r in ranked):
             return BatchContext(None, None, [[] for _ in ranked], [])
         h, w = memory.shape[-2:]
         lengths = {len(r) for r in ranked}

@@ -4,6 +4,7 @@
 * ``conditioner``  training-free recency ranking, top-K, adaptive tiers (conditioner only);
 * ``selector``     learned top-1 at the finest tier (selector only);
 * ``both``         learned top-K, adaptive tiers (the full method);
+* ``none``         no context at all (text-only pretraining of the base DiT);
 * ``uniform``      decoupled-conditioning warm-up: K frames drawn uniformly from the REAL memory
                    frames (never cross-video / augmented ones) in random rank order; when fewer
                    than K real frames exist the remaining ranks are filled with other frames at
@@ -23,6 +24,8 @@ from ..selector import top_k
 def rank_frames(policy: str, f: int, k: int, scores: Optional[Tensor] = None,
                 real: Optional[Tensor] = None, generator: Optional[torch.Generator] = None) -> list[int]:
     """Ranked memory indices (best first) for one item with `f` memory frames."""
+    if policy == "none":
+        return []
     k = max(1, min(k, f))
     if policy == "last_frame":
         return [f - 1]
