@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor
 
 from .errors import AdapterMismatch, FileFormatError, OneStoryError
-from .paths import atomic_write_bytes, read_safetensors
+from .paths import atomic_write_bytes, read_onestory_file
 
 if TYPE_CHECKING:   # imported lazily at run time: reading a file must not build modules
     from .conditioner import AdaptiveConditioner
@@ -219,25 +219,8 @@ def load_adapter(path: str | os.PathLike, expect: BackboneInfo | None = None
     against the backbone (AdapterMismatch). Never unpickles.
     """
     p = os.fspath(path)
-    metadata, tensors = read_safetensors(p, "adapter file")
-    raw = metadata.get(META_KEY)
-    if raw is None:
-        kind = ("a OneStory story, not an adapter; load it with Load Story"
-                if "onestory.story" in metadata else
-                "a safetensors file without OneStory adapter metadata (a checkpoint or LoRA?); "
-                "put OneStory adapters in models/onestory")
-        raise FileFormatError(f"adapter file {p!r} is {kind}")
-    try:
-        d = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise FileFormatError(f"adapter file {p!r} has unreadable metadata ({e})") from None
-    if not isinstance(d, dict) or d.get("format") != ADAPTER_FORMAT:
-        fmt = d.get("format") if isinstance(d, dict) else None
-        raise FileFormatError(f"adapter file {p!r} has format {fmt!r}, expected {ADAPTER_FORMAT!r}")
-    if d.get("version") != ADAPTER_VERSION:
-        raise FileFormatError(
-            f"adapter file {p!r} has format version {d.get('version')!r}; this OneStory reads "
-            f"version {ADAPTER_VERSION} only — update OneStory")
+    d, tensors = read_onestory_file(p, "adapter file", META_KEY, ADAPTER_FORMAT, ADAPTER_VERSION,
+                                    "put OneStory adapters in models/onestory")
     try:
         meta = AdapterMeta.from_json(d)
     except (OneStoryError, TypeError) as e:

@@ -26,7 +26,7 @@ from einops import rearrange
 from torch import Tensor
 
 from .errors import FileFormatError, OneStoryError, ShapeError
-from .paths import atomic_write_bytes, read_safetensors
+from .paths import atomic_write_bytes, read_onestory_file
 
 Source = Literal["generated", "user", "reference"]
 SOURCES: tuple[str, ...] = ("generated", "user", "reference")
@@ -443,25 +443,8 @@ class MemoryBank:
     def load(path: str | os.PathLike) -> "MemoryBank":
         """Read a story file written by `save`. Never unpickles; bit-exact."""
         p = os.fspath(path)
-        metadata, tensors = read_safetensors(p, "story file")
-        raw = metadata.get(MANIFEST_KEY)
-        if raw is None:
-            kind = ("a OneStory adapter; load it with the OneStory adapter loader"
-                    if "onestory.adapter" in metadata else
-                    "a safetensors file without a OneStory story manifest (a checkpoint, LoRA or "
-                    "other tensor file?)")
-            raise FileFormatError(f"story file {p!r} is {kind}; choose a file saved by Save Story")
-        try:
-            m = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise FileFormatError(f"story file {p!r} has an unreadable manifest ({e})") from None
-        if not isinstance(m, dict) or m.get("format") != STORY_FORMAT:
-            fmt = m.get("format") if isinstance(m, dict) else None
-            raise FileFormatError(f"story file {p!r} has format {fmt!r}, expected {STORY_FORMAT!r}")
-        if m.get("version") != STORY_VERSION:
-            raise FileFormatError(
-                f"story file {p!r} has format version {m.get('version')!r}; this OneStory reads "
-                f"version {STORY_VERSION} only — update OneStory (or re-save the story with it)")
+        m, tensors = read_onestory_file(p, "story file", MANIFEST_KEY, STORY_FORMAT, STORY_VERSION,
+                                        "choose a file saved by Save Story")
         if set(tensors) != {"frames"}:
             raise FileFormatError(f"story file {p!r} holds tensors {sorted(tensors)}, "
                                   "expected exactly ['frames']")

@@ -138,3 +138,38 @@ def read_safetensors(path: str | os.PathLike, what: str) -> tuple[dict[str, str]
     except Exception as e:  # safetensors raises its own SafetensorError for short buffers
         raise FileFormatError(f"{what} {path!r} is truncated or corrupt ({e}); save it again") from None
     return dict(metadata), tensors
+
+
+#: metadata key of each OneStory file kind -> how to tell the user they picked the wrong loader.
+_KIND_HINTS = {"onestory.story": "a OneStory story; load it with Load Story",
+               "onestory.adapter": "a OneStory adapter; load it with the OneStory adapter loader"}
+
+
+def read_onestory_file(path: str | os.PathLike, what: str, meta_key: str, fmt: str, version: int,
+                       fix: str) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Read a OneStory safetensors file -> (JSON manifest under ``meta_key``, tensors).
+
+    Refuses files of another kind (naming the right loader), unreadable manifests, another
+    ``format`` and any ``version`` but ``version`` (FileFormatError). ``fix`` ends the message
+    for a file that is not of this kind at all.
+    """
+    p = os.fspath(path)
+    metadata, tensors = read_safetensors(p, what)
+    raw = metadata.get(meta_key)
+    if raw is None:
+        other = next((hint for key, hint in _KIND_HINTS.items() if key != meta_key and key in metadata), None)
+        noun = what.removesuffix(" file")
+        kind = other or f"a safetensors file without OneStory {noun} metadata (a checkpoint, LoRA or other tensor file?)"
+        raise FileFormatError(f"{what} {p!r} is {kind}; {fix}")
+    try:
+        manifest = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise FileFormatError(f"{what} {p!r} has unreadable metadata ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != fmt:
+        got = manifest.get("format") if isinstance(manifest, dict) else None
+        raise FileFormatError(f"{what} {p!r} has format {got!r}, expected {fmt!r}")
+    if manifest.get("version") != version:
+        raise FileFormatError(f"{what} {p!r} has format version {manifest.get('version')!r}; this OneStory "
+                              f"reads version {version} only — update OneStory")
+    return manifest, tensors
+

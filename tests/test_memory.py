@@ -400,7 +400,7 @@ def test_truncated_file_refused(tmp_path):
 def test_foreign_files_refused(tmp_path):
     foreign = tmp_path / "lora.safetensors"
     save_file({"lora_down.weight": torch.zeros(2, 2)}, str(foreign))
-    with pytest.raises(FileFormatError, match="without a OneStory story manifest"):
+    with pytest.raises(FileFormatError, match="without OneStory story metadata"):
         MemoryBank.load(foreign)
     pickled = tmp_path / "ckpt.pt"
     torch.save({"frames": torch.zeros(1)}, str(pickled))
