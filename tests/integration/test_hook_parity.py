@@ -27,20 +27,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from comfy_inprocess import import_comfy
 
 pytestmark = pytest.mark.integration
 
-COMFY_DIR = os.environ.get("ONESTORY_COMFYUI_DIR")
-if not COMFY_DIR:
-    pytest.skip("set ONESTORY_COMFYUI_DIR to a ComfyUI checkout to run the hook parity tests",
-                allow_module_level=True)
-COMFY_DIR = str(Path(COMFY_DIR).expanduser().resolve())
-if COMFY_DIR not in sys.path:
-    sys.path.insert(0, COMFY_DIR)
-
-import comfy.cli_args  # noqa: E402
-
-comfy.cli_args.args.cpu = True   # must precede comfy.model_management: no GPU here
+COMFY_DIR = str(import_comfy("the hook parity tests"))
 import comfy.patcher_extension  # noqa: E402
 import comfy.sd  # noqa: E402
 

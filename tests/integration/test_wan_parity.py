@@ -10,20 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from comfy_inprocess import import_comfy
 
 pytestmark = pytest.mark.integration
 
-COMFY_DIR = os.environ.get("ONESTORY_COMFYUI_DIR")
-if not COMFY_DIR:
-    pytest.skip("set ONESTORY_COMFYUI_DIR to a ComfyUI checkout to run the Wan parity tests",
-                allow_module_level=True)
-COMFY_DIR = str(Path(COMFY_DIR).expanduser().resolve())
-if COMFY_DIR not in sys.path:
-    sys.path.insert(0, COMFY_DIR)
-
-import comfy.cli_args  # noqa: E402  (parses no argv unless comfy.options enables it)
-
-comfy.cli_args.args.cpu = True   # must precede comfy.model_management: no GPU here
+COMFY_DIR = str(import_comfy("the Wan parity tests"))
 import comfy.ldm.modules.attention as comfy_attention  # noqa: E402
 import comfy.ldm.wan.model as comfy_wan  # noqa: E402
 import comfy.ops  # noqa: E402
