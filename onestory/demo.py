@@ -1,102 +1,168 @@
-"""`python -m onestory demo`: a six-shot story on the CPU with the embedded default model.
+"""`python -m onestory demo`: a six-shot insert-and-recall story on the CPU with the bundled
+story-world checkpoint (onestory/assets/storyworld_{dit,adapter}.safetensors, trained by the
+one command in docs/training.md).
 
-Until the story-world checkpoint exists this runs the full next-shot loop (select →
-condition → sample → remember) on a tiny RANDOMLY INITIALISED Wan-architecture model: the
-pictures are noise, the mechanics (memory, selection, context tokens, story file) are real.
+Writes OUT/story.gif (the generated video, shot after shot), OUT/contact_sheet.png (each
+generated shot, the memory frames its selector kept with their scores and conditioner tiers,
+and the ground-truth render for comparison), OUT/story.safetensors (the memory bank) and
+OUT/metrics.json; prints the recall metrics of this story and of `stories` held-out
+insert-and-recall stories.
 """
 from __future__ import annotations
 
-import hashlib
+import json
 import os
+import textwrap
 import time
+from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import torch
-from torch import Tensor
 
-from .conditioner import AdaptiveConditioner
-from .memory import MemoryBank
-from .story import NextShotGenerator, ShotSpec, StoryParams, generate_story
-from .wan import WanConfig, WanModel
-
-CAPTIONS = (
-    "a woman in a red coat enters a small cafe",
-    "the same woman orders a coffee at the counter",
-    "a stranger in a green hat reads a newspaper outside",
-    "back inside, the woman in the red coat sits by the window",
-    "the stranger in the green hat walks into the cafe",
-    "the woman and the stranger talk at the window table",
-)
+ASSETS = Path(__file__).resolve().parent / "assets"
+DIT = ASSETS / "storyworld_dit.safetensors"
+ADAPTER = ASSETS / "storyworld_adapter.safetensors"
+TIER_NAMES = ("2x2", "4x4", "8x8", "16x16")
 
 
-def hashed_text(caption: str, dim: int, length: int = 16) -> Tensor:
-    """Deterministic caption features "l d" from hashed words (stands in for umT5 here)."""
-    rows = []
-    for word in caption.lower().split()[:length]:
-        seed = int.from_bytes(hashlib.sha256(word.encode()).digest()[:8], "little")
-        rows.append(torch.randn(dim, generator=torch.Generator().manual_seed(seed)))
-    return torch.stack(rows)
+def _frames(latent: torch.Tensor) -> np.ndarray:
+    from .data.latent import LatentCodec, tensor_to_frames
+
+    return tensor_to_frames(LatentCodec().decode(latent.float()))     # "t h w 3"
 
 
-def random_model(seed: int) -> WanModel:
-    torch.manual_seed(seed)
-    cfg = WanConfig(model_type="t2v", in_dim=16, dim=64, ffn_dim=128, text_dim=32, out_dim=16,
-                    num_heads=2, num_layers=2)
-    return WanModel(cfg).eval()
+def _latent_rate(latent: torch.Tensor) -> np.ndarray:
+    """One pixel frame per latent frame ("n h w 3")."""
+    px = _frames(latent)
+    return px[[0] + [4 * i for i in range(1, latent.shape[1])]]
 
 
-def latent_preview(frame: Tensor) -> Tensor:
-    """"c h w" latent -> "3 h w" uint8 preview from the first three channels (min-max scaled)."""
-    rgb = frame[:3].float()
-    lo, hi = rgb.amin(), rgb.amax()
-    return ((rgb - lo) / (hi - lo + 1e-8) * 255).to(torch.uint8)
-
-
-def contact_sheet(bank: MemoryBank, scale: int = 8):
-    """One row per shot; a shot's frames left to right. Returns a PIL image."""
+def _img(frame: np.ndarray, scale: int):
     from PIL import Image
 
-    h, w = bank.height * scale, bank.width * scale
-    frames_per_shot = max(r.frame for r in bank.records) + 1
-    sheet = Image.new("RGB", (frames_per_shot * (w + 2), bank.num_shots * (h + 2)), "white")
-    for idx, rec in enumerate(bank.records):
-        tile = latent_preview(bank.frames[idx]).permute(1, 2, 0).numpy()
-        img = Image.fromarray(tile).resize((w, h), Image.NEAREST)
-        sheet.paste(img, (rec.frame * (w + 2), rec.shot * (h + 2)))
+    img = Image.fromarray((np.clip(frame, 0, 1) * 255).round().astype(np.uint8))
+    return img.resize((frame.shape[1] * scale, frame.shape[0] * scale), Image.NEAREST)
+
+
+def contact_sheet(run, scale: int = 3):
+    """Rows = shots: caption; generated latent-rate frames | ground truth | kept memory frames
+    (label: shot.frame, selector score, tier kernel)."""
+    from PIL import Image, ImageDraw
+
+    story = run.story
+    n = story.frame_size * scale
+    t = story.latent_frames
+    gap, line = 6, 11
+    mem_cols = max((len(s["kept"]) if s else 0) for s in run.selections)
+    width = gap + t * (n + 2) + gap * 3 + t * (n + 2) + gap * 3 + mem_cols * (n + 4) + gap
+    row_h = n + 3 * line + 3 * line + gap
+    sheet = Image.new("RGB", (max(width, 640), line * 2 + len(story.shots) * row_h), "white")
+    d = ImageDraw.Draw(sheet)
+    d.text((gap, 2), f"OneStory demo - held-out insert_recall story (seed {story.seed}). "
+                     "Left: generated | middle: ground truth | right: memory frames kept for this shot", fill="black")
+    y = line * 2
+    for s in range(len(story.shots)):
+        for i, cap in enumerate(textwrap.wrap(f"shot {s + 1}: {story.captions[s]}", 110)[:2]):
+            d.text((gap, y + i * line), cap, fill="black")
+        yy = y + 2 * line + 2
+        x = gap
+        for f in _latent_rate(run.latents[s]):
+            sheet.paste(_img(f, scale), (x, yy))
+            x += n + 2
+        x += gap * 3
+        gt = story.render_shot(s)
+        for j in range(t):
+            sheet.paste(_img(gt[0 if j == 0 else 4 * j], scale), (x, yy))
+            x += n + 2
+        x += gap * 3
+        sel = run.selections[s]
+        if sel is None:
+            d.text((x, yy + n // 2), "shot 1: text only (empty memory)", fill="gray")
+        else:
+            for r, (m, tier) in enumerate(zip(sel["kept"], sel["tiers"])):
+                ms, mf = divmod(m, t)
+                frame = _latent_rate(run.latents[ms])[mf]
+                sheet.paste(_img(frame, scale), (x, yy))
+                score = "" if sel["scores"] is None else f" {sel['scores'][m]:+.2f}"
+                d.text((x, yy + n + 1), f"#{r + 1} s{ms + 1}.{mf}{score}", fill="black")
+                d.text((x, yy + n + 1 + line), f"tier {TIER_NAMES[tier]}", fill=(0, 0, 160) if tier == 0 else "gray")
+                x += n + 4
+        y += row_h
     return sheet
 
 
-def run_demo(out_dir: str, seed: int = 0, steps: Optional[int] = None) -> MemoryBank:
-    print("OneStory demo — NOTE: no trained story-world checkpoint is bundled yet, so this runs the")
-    print("complete next-shot loop on a tiny RANDOMLY INITIALISED Wan-architecture model (dim 64,")
-    print("2 layers). The frames are noise; memory, selection, context tokens and the story file are real.\n")
-    os.makedirs(out_dir, exist_ok=True)
-    model = random_model(seed)
-    cfg = model.config
-    conditioner = AdaptiveConditioner.from_patch_embedding(
-        model.patch_embedding.weight, model.patch_embedding.bias, latent_channels=cfg.out_dim)
-    generator = NextShotGenerator(model, conditioner)
-    params = StoryParams(frames=3, height=16, width=16, k=4, budget=1.0, scorer="sink_recent",
-                         steps=steps or 8, cfg=3.0)
-    shots = [ShotSpec(c, hashed_text(c, cfg.text_dim), seed=seed * 100 + i) for i, c in enumerate(CAPTIONS)]
+def _gif(run, path: str, scale: int = 4) -> None:
+    from PIL import ImageDraw
 
-    start = time.perf_counter()
+    frames = []
+    for s, z in enumerate(run.latents):
+        for f in _frames(z):
+            img = _img(f, scale)
+            ImageDraw.Draw(img).text((2, 1), f"{s + 1}", fill="white")
+            frames.append(img)
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=110, loop=0)
 
-    def progress(shot: int, info) -> None:
-        if info.step + 1 == info.total:
-            print(f"  shot {shot + 1}/{len(shots)} sampled ({info.total} steps)")
 
-    bank = generate_story(generator, shots, params, progress=progress)
-    elapsed = time.perf_counter() - start
+def _bank(run):
+    from .memory import MemoryBank
 
-    print(f"\n{bank.num_shots} shots, {bank.num_frames} latent frames in memory, {elapsed:.1f} s")
-    for i, rec in enumerate(bank.shots):
-        sel = rec.selection
-        kept = "—" if sel is None else ", ".join(str(k) for k in sel["kept"])
-        print(f"  shot {i + 1}: {rec.caption!r}\n          remembered memory frames: {kept}")
-    story_path = os.path.join(out_dir, "story.safetensors")
-    bank.save(story_path)
-    sheet_path = os.path.join(out_dir, "contact_sheet.png")
-    contact_sheet(bank).save(sheet_path)
-    print(f"\nwrote {story_path}\nwrote {sheet_path}")
+    bank = MemoryBank.empty()
+    for s, z in enumerate(run.latents):
+        sel = run.selections[s]
+        sel_json = None if sel is None else {"scorer": "learned" if sel["scores"] else "recency",
+                                             "kept": sel["kept"], "tiers": sel["tiers"], "scores": sel["scores"]}
+        bank = bank.add_shot(z, run.story.captions[s], source="generated", selection=sel_json)
     return bank
+
+
+def run_demo(out_dir: str, seed: int = 0, steps: Optional[int] = None, stories: int = 0,
+             dit: Optional[str] = None, adapter: Optional[str] = None, threads: int = 2) -> dict:
+    from .data.dataset import eval_stories
+    from .data.inflation import story_seed
+    from .data.storyworld import make_story
+    from .eval.generate import GenParams, generate_batch
+    from .eval.metrics import aggregate, story_metrics
+    from .train.checkpoint import load_model
+
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    dit, adapter = dit or str(DIT), adapter or str(ADAPTER)
+    if not (os.path.exists(dit) and os.path.exists(adapter)):
+        raise SystemExit(f"bundled checkpoint missing ({dit}, {adapter}); train it with the command in "
+                         "docs/training.md")
+    os.makedirs(out_dir, exist_ok=True)
+    model = load_model(dit, adapter)
+    params = GenParams.for_model(model, steps=steps)
+    c = model.cfg
+    print(f"OneStory demo: story-world DiT (dim {c.dim}, {c.layers} layers) + selector + adaptive conditioner, "
+          f"policy {params.policy}, K={params.k}, budget {params.budget}, {params.steps} Euler steps, cfg {params.cfg}")
+    story = make_story(story_seed("eval", seed), "insert_recall")
+    run = generate_batch(model, [story], params)[0]
+    metrics = story_metrics(story, run.latents)
+    one = aggregate([metrics])
+    for s in range(len(story.shots)):
+        sel = run.selections[s]
+        kept = "-" if sel is None else ", ".join(
+            f"s{m // 3 + 1}.{m % 3}" + ("" if sel["scores"] is None else f"({sel['scores'][m]:+.2f})")
+            + f"@{TIER_NAMES[t]}" for m, t in zip(sel["kept"], sel["tiers"]))
+        print(f"  shot {s + 1}: {story.captions[s]}\n          memory kept: {kept}")
+    _gif(run, os.path.join(out_dir, "story.gif"))
+    contact_sheet(run).save(os.path.join(out_dir, "contact_sheet.png"))
+    _bank(run).save(os.path.join(out_dir, "story.safetensors"))
+    print(f"\nthis story: character recall {one['character_recall']:.3f}, environment recall "
+          f"{one['environment_recall']:.3f}, caption alignment {one['caption_alignment']:.3f}")
+    result = {"story": one, "seed": seed}
+    if stories > 0:
+        held = eval_stories("insert_recall", stories)
+        runs = generate_batch(model, held, params)
+        agg = aggregate(story_metrics(r.story, r.latents) for r in runs)
+        result["held_out"] = agg
+        print(f"{stories} held-out insert_recall stories: character recall {agg['character_recall']:.3f}, "
+              f"environment recall {agg['environment_recall']:.3f}, caption alignment "
+              f"{agg['caption_alignment']:.3f}, shot-6 recall {agg.get('shot6_character_recall', float('nan')):.3f}")
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    Path(out_dir, "metrics.json").write_text(json.dumps(result, indent=1))
+    print(f"\nwrote {out_dir}/story.gif, contact_sheet.png, story.safetensors, metrics.json "
+          f"({result['seconds']} s)")
+    return result
