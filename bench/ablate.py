@@ -126,9 +126,13 @@ def _plot(res: dict, png: Path, pattern: str) -> None:
         xs = range(len(bars))
         ax.bar(xs, [0 if math.isnan(b[1]) else b[1] for b in bars], yerr=[b[2] for b in bars], capsize=4,
                color=["#888", "#6a9", "#69c", "#c63"][:len(bars)])
-        ax.set_xticks(list(xs), [f"{b[0]}\n(n={b[3]})" for b in bars], fontsize=7)
+        import textwrap
+        ax.set_xticks(list(xs), [textwrap.fill(b[0], 16) + f"\n(n={b[3]})" for b in bars], fontsize=7)
         ax.set_title(title, fontsize=8)
-        ax.set_ylim(0, 1)
+        top = max([0.0] + [b[1] + b[2] for b in bars if not math.isnan(b[1])])
+        ax.set_ylim(0, max(0.1, 1.3 * top))
+        ax.axhline(1 / 90, color="k", ls=":", lw=1, label="chance (1/90)")
+        ax.legend(fontsize=7)
         ax.set_ylabel(f"character recall ({pattern})")
     fig.tight_layout()
     fig.savefig(png, dpi=100)
