@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-# name -> (group(s), label, TrainConfig overrides). Defaults: policy both, K 4, budget 2,
-# shot inflation on, decoupled warm-up on (first `--warm` steps).
+# name -> (group(s), label, TrainConfig overrides). Defaults: policy both, K 4, budget `--budget`
+# (1 = the paper's default), shot inflation on, decoupled warm-up on (first `--warm` steps).
 CONFIGS = {
     "last_frame":  ("a", "last frame only", dict(policy="last_frame")),
     "conditioner": ("a", "conditioner only (recency + tiers)", dict(policy="conditioner")),
@@ -28,17 +28,17 @@ CONFIGS = {
     "both":        ("abc", "selector + conditioner", dict(policy="both")),
     "no_strategy": ("b", "no strategy", dict(inflation=False, decoupled_steps=0)),
     "inflation":   ("b", "shot inflation", dict(inflation=True, decoupled_steps=0)),
-    "budget1":     ("c", "budget 1", dict(budget=1.0)),
+    "budget2":     ("c", "budget 2", dict(budget=2.0)),
     "budget3":     ("c", "budget 3", dict(budget=3.0)),
 }
 GROUP_ORDER = {"a": ["last_frame", "conditioner", "selector", "both"],
                "b": ["no_strategy", "inflation", "both"],
-               "c": ["budget1", "both", "budget3"]}
-GROUP_TITLE = {"a": "(a) memory mechanism, same budget (2 latent-frame equivalents)",
+               "c": ["both", "budget2", "budget3"]}
+GROUP_TITLE = {"a": "(a) memory mechanism, same budget (1 latent-frame equivalent)",
                "b": "(b) training strategy (selector + conditioner)",
                "c": "(c) context budget (latent-frame equivalents, selector + conditioner)"}
 GROUP_LABEL = {"both": {"a": "selector + conditioner", "b": "shot inflation + decoupled conditioning",
-                        "c": "budget 2"}}
+                        "c": "budget 1"}}
 METRICS = ("character_recall", "environment_recall", "caption_alignment", "shot6_character_recall")
 
 
@@ -48,16 +48,19 @@ def run_one(name: str, seed: int, args) -> dict:
     from onestory.train.config import TrainConfig
     from onestory.train.loop import train
 
-    over = dict(CONFIGS[name][2])
+    from onestory.train.checkpoint import base_architecture
+
+    over = {"budget": args.budget, "k": args.k, "lr": args.lr, **CONFIGS[name][2]}
     if over.get("decoupled_steps", None) is None:
         over["decoupled_steps"] = args.warm
+    arch = base_architecture(args.init) if args.init else {}
     cfg = TrainConfig(out=str(Path(args.out) / f"{name}_s{seed}"), steps=args.steps, batch_size=args.batch,
                       seed=seed, ckpt_every=args.steps, progress=False, threads=args.threads, init=args.init,
-                      warmup_lr_steps=min(50, args.steps // 10), **over)
+                      warmup_lr_steps=min(50, args.steps // 10), workers=args.workers, **arch, **over)
     t0 = time.perf_counter()
     model = train(cfg, resume=True)
     t_train = time.perf_counter() - t0
-    params = GenParams.for_model(model, steps=args.sample_steps, cfg=args.cfg, seed=seed)
+    params = GenParams.for_model(model, steps=args.sample_steps, cfg=args.cfg, shift=args.shift, seed=seed)
     res = evaluate(model, patterns=args.patterns, per_pattern=args.per_pattern, params=params,
                    batch=args.eval_batch, progress=False, frames=args.read_frames)
     res.update(name=name, seed=seed, train_seconds=round(t_train, 1), steps=args.steps,
@@ -167,11 +170,16 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--warm", type=int, default=100, help="decoupled-conditioning warm-up steps")
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--budget", type=float, default=1.0, help="context budget of every config but group (c)'s")
+    ap.add_argument("--k", type=int, default=4, help="kept frames (policies both / conditioner)")
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--workers", type=int, default=0, help="DataLoader render workers per run")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--patterns", nargs="+", default=["insert_recall"])
     ap.add_argument("--per-pattern", type=int, default=100)
     ap.add_argument("--eval-batch", type=int, default=50)
     ap.add_argument("--sample-steps", type=int, default=10)
+    ap.add_argument("--shift", type=float, default=3.0)
     ap.add_argument("--cfg", type=float, default=2.0)
     ap.add_argument("--read-frames", nargs="+", type=int, default=None,
                     help="latent frames of each shot to read (default all)")

@@ -38,6 +38,10 @@ def _train(args: argparse.Namespace) -> int:
 
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
               if getattr(args, f.name, None) is not None}
+    if values.get("init"):   # fine-tuning: the architecture follows the base unless given explicitly
+        from .train.checkpoint import base_architecture
+
+        values = {**base_architecture(values["init"]), **values}
     train(TrainConfig(**values), resume=args.resume)
     return 0
 

@@ -142,14 +142,15 @@ def run_demo(out_dir: str, seed: int = 0, steps: Optional[int] = None, stories: 
               "colours but no legible character, and its recall is at chance on held-out stories\n"
               "(docs/results.md). Memory, selection, scores, tiers and context tokens below are real;\n"
               "the pictures do not yet show the mechanism working.\n")
-    story = make_story(story_seed("eval", seed), "insert_recall")
+    story = make_story(story_seed("eval", seed), "insert_recall", pixel_frames=c.pixel_frames)
+    per_shot = story.latent_frames
     run = generate_batch(model, [story], params)[0]
     metrics = story_metrics(story, run.latents)
     one = aggregate([metrics])
     for s in range(len(story.shots)):
         sel = run.selections[s]
         kept = "-" if sel is None else ", ".join(
-            f"s{m // 3 + 1}.{m % 3}" + ("" if sel["scores"] is None else f"({sel['scores'][m]:+.2f})")
+            f"s{m // per_shot + 1}.{m % per_shot}" + ("" if sel["scores"] is None else f"({sel['scores'][m]:+.2f})")
             + f"@{TIER_NAMES[t]}" for m, t in zip(sel["kept"], sel["tiers"]))
         print(f"  shot {s + 1}: {story.captions[s]}\n          memory kept: {kept}")
     _gif(run, os.path.join(out_dir, "story.gif"))
@@ -159,7 +160,7 @@ def run_demo(out_dir: str, seed: int = 0, steps: Optional[int] = None, stories: 
           f"{one['environment_recall']:.3f}, caption alignment {one['caption_alignment']:.3f}")
     result = {"story": one, "seed": seed}
     if stories > 0:
-        held = eval_stories("insert_recall", stories)
+        held = eval_stories("insert_recall", stories, pixel_frames=c.pixel_frames)
         runs = generate_batch(model, held, params)
         agg = aggregate(story_metrics(r.story, r.latents) for r in runs)
         result["held_out"] = agg

@@ -258,6 +258,23 @@ class WanModel(nn.Module):
         self.head = Head(c)
         self.img_emb = ImageEmbedding(c.dim, c.flf_pos_embed_token_number) if c.model_type == "i2v" else None
 
+    def init_weights(self) -> "WanModel":
+        """The initialisation of Wan's own training code (wan/modules/model.py `init_weights`):
+        xavier linears with zero bias, N(0, 0.02) text/time embeddings, zero output head (the
+        model starts by predicting v = 0). Only for training from scratch; checkpoints overwrite it."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        nn.init.xavier_uniform_(self.patch_embedding.weight.flatten(1))
+        for seq in (self.text_embedding, self.time_embedding):
+            for m in seq.modules():
+                if isinstance(m, nn.Linear):
+                    nn.init.normal_(m.weight, std=0.02)
+        nn.init.zeros_(self.head.head.weight)
+        return self
+
     @classmethod
     def from_state_dict(cls, sd: Mapping[str, Tensor], *, metadata: Optional[Mapping[str, str]] = None,
                         num_heads: Optional[int] = None) -> "WanModel":

@@ -67,3 +67,52 @@ def test_checkpoint_resume_round_trip(tmp_path):
     for k, v in loaded.state_dict().items():
         assert torch.equal(v, sb[k]), k
     assert (tmp_path / "b" / "log.jsonl").read_text().count("\n") == 4
+
+
+def test_one_latent_frame_shots_normalised_space_and_wan_init(tmp_path):
+    """pixel_frames=1 trains on 1-latent-frame shots; latent_norm keeps bank space outside the
+    model (generation hands the reader bank-space latents); wan_init starts at v = 0."""
+    from onestory.data.dataset import eval_stories
+    from onestory.eval.generate import GenParams, generate_batch
+    from onestory.train.checkpoint import base_architecture
+
+    cfg = TrainConfig(out=str(tmp_path / "base"), steps=2, policy="none", pixel_frames=1, latent_norm=True,
+                      wan_init=True, **TINY)
+    fresh = StoryModel(cfg)
+    assert not fresh.dit.head.head.weight.any()          # Wan's zero output head
+    batch = torch.utils.data.default_collate([TripletDataset(8, pixel_frames=1)[i] for i in range(2)])
+    assert batch["shot3"].shape[2] == 1                   # "c t h w" with t = 1
+    base = train(cfg)
+    arch = base_architecture(tmp_path / "base" / "checkpoint" / "dit.safetensors")
+    assert arch == {k: getattr(cfg, k) for k in arch} and arch["pixel_frames"] == 1
+
+    model = StoryModel(TrainConfig(out="unused", policy="both", **{**TINY, **arch}), dit=base.dit)
+    # model space is standardised: the bank-space mean of channel 0 (~0.83) maps to ~0
+    z = batch["shot3"]
+    assert abs(model.norm.to_model(z)[:, 0].mean().item()) < abs(z[:, 0].mean().item())
+    torch.testing.assert_close(model.norm.to_bank(model.norm.to_model(z)), z)
+    stories = eval_stories("insert_recall", 2, pixel_frames=1)
+    runs = generate_batch(model.eval(), stories, GenParams.for_model(model, steps=2, cfg=1.0))
+    assert [tuple(x.shape) for x in runs[0].latents] == [(16, 1, 16, 16)] * 6, [x.shape for x in runs[0].latents]
+    assert [len(s["kept"]) for s in runs[0].selections[1:]] == [1, 2, 3, 4, 4]
+
+
+def test_world_latent_statistics_match_the_codec():
+    """WORLD_MEAN / WORLD_STD are measured, not invented: re-measure them on other stories."""
+    from onestory.data.inflation import story_seed
+    from onestory.data.latent import WORLD_MEAN, WORLD_STD, LatentCodec, frames_to_tensor
+    from onestory.data.storyworld import PATTERN_NAMES, make_story
+
+    codec = LatentCodec()
+    z = torch.stack([codec.encode(frames_to_tensor(make_story(story_seed("train", 5_000 + i),
+                                                              PATTERN_NAMES[i % 3], 32, 1).render_shot(k)))
+                     for i in range(60) for k in range(6)])
+    torch.testing.assert_close(z.mean(dim=(0, 2, 3, 4)), torch.tensor(WORLD_MEAN), atol=0.06, rtol=0)
+    torch.testing.assert_close(z.std(dim=(0, 2, 3, 4)), torch.tensor(WORLD_STD), atol=0.06, rtol=0.1)
+
+
+def test_pixel_frames_must_be_wan_shaped():
+    import pytest
+
+    with pytest.raises(ValueError, match="4n\\+1"):
+        TrainConfig(pixel_frames=4)

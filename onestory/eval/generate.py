@@ -53,12 +53,13 @@ def generate_batch(model: StoryModel, stories: Sequence[Story], params: GenParam
     b = len(stories)
     shots = len(stories[0].shots)
     runs = [StoryRun(s) for s in stories]
-    memory = None     # "b f c h w"
+    memory = None     # "b f c h w", model space
+    norm = model.norm
     sigmas = wan_sigmas(params.steps, params.shift)
     for s in range(shots):
         ids, mask = tok.encode_batch([st.captions[s] for st in stories])
         text = model.text(ids, mask)
-        ctx = model.context(torch.zeros(b, 0, 16, 16, 16), [[] for _ in range(b)], params.budget)
+        ctx = model.context(torch.zeros(b, 0, 16, 1, 1), [[] for _ in range(b)], params.budget)
         scores = None
         if memory is not None:
             f = memory.shape[1]
@@ -83,8 +84,9 @@ def generate_batch(model: StoryModel, stories: Sequence[Story], params: GenParam
                 v_c, v_u = vv.chunk(2)
                 v = v_u + params.cfg * (v_c - v_u)
             x = x + (sigmas[i + 1] - sigmas[i]) * v
+        bank = norm.to_bank(x)    # "b c t h w", bank space: what the reader decodes
         for i, run in enumerate(runs):
-            run.latents.append(x[i].clone())
+            run.latents.append(bank[i].clone())
             if memory is None:
                 run.selections.append(None)
             else:

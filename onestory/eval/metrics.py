@@ -33,7 +33,9 @@ def story_metrics(story: Story, latents: Sequence, readings=None,
     seen_chars: set[int] = set()
     seen_envs: set[int] = set()
     for s, z in enumerate(latents):
-        idx = list(range(z.shape[1])) if frames is None else list(frames)
+        # a requested frame beyond a short shot reads its last frame (1-latent-frame shots read 0)
+        idx = (list(range(z.shape[1])) if frames is None
+               else sorted({min(j, z.shape[1] - 1) for j in frames}))
         reads = readings[s] if readings is not None else read_latent(z[:, idx])
         shot = story.shots[s]
         for j, rd in zip(idx, reads):

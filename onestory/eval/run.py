@@ -24,7 +24,7 @@ def evaluate(model: StoryModel, patterns: Sequence[str] = PATTERN_NAMES, per_pat
     results: dict = {"params": params.__dict__, "frames_read": frames, "patterns": {}}
     for pattern in patterns:
         t0 = time.perf_counter()
-        stories = eval_stories(pattern, per_pattern)
+        stories = eval_stories(pattern, per_pattern, pixel_frames=model.cfg.pixel_frames)
         counts = []
         for i in range(0, len(stories), batch):
             runs = generate_batch(model, stories[i:i + batch], params)

@@ -94,6 +94,23 @@ def load_checkpoint(directory: str | os.PathLike, model: StoryModel,
     return int(info["step"])
 
 
+# What a fine-tuning run must share with the base DiT it starts from (strict load).
+ARCH_FIELDS = ("dim", "layers", "heads", "ffn_dim", "text_dim", "pixel_frames", "latent_norm")
+
+
+def base_architecture(init: str | os.PathLike) -> dict:
+    """The architecture fields of the TrainConfig a base DiT was trained with (its metadata), so
+    `--init base/dit.safetensors` needs no repeated `--dim/--layers/...` flags."""
+    from safetensors import safe_open
+
+    with safe_open(os.fspath(init), "pt") as f:
+        meta = f.metadata() or {}
+    if CONFIG_KEY not in meta:
+        raise ValueError(f"{init} has no {CONFIG_KEY} metadata: pass the architecture flags explicitly")
+    saved = json.loads(meta[CONFIG_KEY])
+    return {k: saved[k] for k in ARCH_FIELDS if k in saved}
+
+
 def load_model(dit_path: str | os.PathLike, adapter_path: str | os.PathLike) -> StoryModel:
     """A StoryModel from a (dit, adapter) pair written by `save_weights` (eval, demo)."""
     from safetensors import safe_open

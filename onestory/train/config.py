@@ -21,7 +21,12 @@ class TrainConfig:
     seed: int = 0
     init: str = ""                  # DiT safetensors to start from (a pretrained base, as the paper
                                     # fine-tunes Wan); the conditioner is re-inflated from its patch embedding
+    # story world
+    pixel_frames: int = 9           # frames per shot, 4n+1 (1 = one latent frame per shot: 64 tokens)
+    latent_norm: bool = False       # model space = per-channel standardised latents (data/latent.py
+                                    # WORLD_MEAN/STD), as Wan's DiT sees VAE latents; False = raw codec
     # tiny Wan DiT (head_dim 64)
+    wan_init: bool = False          # from scratch: Wan's init (xavier, zero head) vs PyTorch defaults
     dim: int = 128
     layers: int = 3
     heads: int = 2
@@ -50,11 +55,15 @@ class TrainConfig:
     log_every: int = 10
     ckpt_every: int = 200
     threads: int = 2
+    workers: int = 0                # DataLoader worker processes rendering the story world (items
+                                    # are a pure function of their index: results do not change)
     progress: bool = True
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
             raise ValueError(f"policy={self.policy!r}; expected one of {POLICIES}")
+        if self.pixel_frames < 1 or (self.pixel_frames - 1) % 4:
+            raise ValueError(f"pixel_frames={self.pixel_frames}: need 4n+1 (1, 5, 9, ...)")
         if self.steps < 0 or self.batch_size < 1:
             raise ValueError("steps must be >= 0 and batch_size >= 1")
 

@@ -60,6 +60,10 @@ class _Batches(torch.utils.data.Sampler):
             yield list(range(base, base + self.batch))
 
 
+def _one_thread(_: int) -> None:
+    torch.set_num_threads(1)   # a render worker must not fight the training threads for cores
+
+
 def make_optimizer(cfg: TrainConfig, model: StoryModel) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -73,7 +77,7 @@ def policy_at(cfg: TrainConfig, step: int) -> str:
 
 def train_step(model, ddp, optimizer, cfg: TrainConfig, batch: dict, step: int, rank: int) -> dict:
     g = step_generator(cfg, step, rank)
-    x0 = batch["shot3"]
+    x0 = model.norm.to_model(batch["shot3"])
     b = x0.shape[0]
     sigma = sample_sigma(b, g, cfg.sigma_mean, cfg.sigma_std, cfg.sigma_shift)
     noise = torch.randn(x0.shape, generator=g)
@@ -88,10 +92,16 @@ def train_step(model, ddp, optimizer, cfg: TrainConfig, batch: dict, step: int, 
         group["lr"] = lr_at(cfg, step)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    # The selector learns from L_sel only (hard top-K passes no gradient), so it gets its own
+    # clip: under one global clip the DiT's large early gradients scaled its updates to ~nothing.
+    sel_params = set(map(id, model.selector.parameters()))
+    gnorm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if id(p) not in sel_params],
+                                           cfg.grad_clip)
+    sel_norm = torch.nn.utils.clip_grad_norm_(model.selector.parameters(), cfg.grad_clip)
     optimizer.step()
     out = {"step": step + 1, "loss": loss.item(), "l_shot": l_shot.item(), "l_sel": l_sel.item(),
-           "lr": optimizer.param_groups[0]["lr"], "grad_norm": float(gnorm), "policy": policy,
+           "lr": optimizer.param_groups[0]["lr"], "grad_norm": float(gnorm), "sel_grad_norm": float(sel_norm),
+           "policy": policy,
            "ctx_tokens": 0 if ctx.tokens is None else int(ctx.tokens.shape[1])}
     if scores is not None:   # selector top-1 hits a maximally relevant frame
         rel = labels
@@ -122,11 +132,12 @@ def train(cfg: TrainConfig, resume: bool = False, log: Optional[callable] = None
         # find_unused_parameters: a policy may leave tiers (or the selector) unused in a step
         ddp = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
     model.train()
-    ds = TripletDataset(length=1 << 40, seed=cfg.seed,
+    ds = TripletDataset(length=1 << 40, seed=cfg.seed, pixel_frames=cfg.pixel_frames,
                         mix=INFLATION_MIX if cfg.inflation else NO_INFLATION_MIX)
     end = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
     loader = DataLoader(ds, batch_sampler=_Batches(start, end, cfg.batch_size, rank, world),
-                        num_workers=0)
+                        num_workers=cfg.workers, persistent_workers=False,
+                        worker_init_fn=_one_thread if cfg.workers else None)
     bar = None
     if rank == 0 and cfg.progress:
         from tqdm import tqdm

@@ -9,7 +9,9 @@ import torch
 from torch import Tensor, nn
 
 from ..conditioner import AdaptiveConditioner, solve_budget
+from ..data.latent import WORLD_MEAN, WORLD_STD
 from ..data.text import TextEncoder, Tokenizer
+from ..latent import LatentNormalization
 from ..selector import FrameSelector
 from ..wan import WanConfig, WanModel
 from .config import TrainConfig
@@ -36,6 +38,8 @@ class StoryModel(nn.Module):
         self.cfg = cfg
         if dit is None:
             dit = WanModel(wan_config(cfg))
+            if cfg.wan_init:
+                dit.init_weights()
             if cfg.init:   # pretrained base DiT (strict load; the config must match)
                 from safetensors.torch import load_file
                 dit.load_state_dict(load_file(cfg.init))
@@ -49,6 +53,10 @@ class StoryModel(nn.Module):
             16, cfg.text_dim, width=cfg.sel_width, num_queries=cfg.sel_queries, heads=cfg.sel_heads,
             spatial_stride=cfg.sel_stride)
         self.text = TextEncoder(cfg.text_dim, len(Tokenizer()))   # frozen (buffers only)
+        # bank space = the codec's latents (what the reader decodes); model space = what the DiT,
+        # selector and conditioner see - the same split as ComfyUI's VAE latents vs process_latent_in
+        self.norm = (LatentNormalization(WORLD_MEAN, WORLD_STD) if cfg.latent_norm
+                     else LatentNormalization.identity(16))
 
     # ---- context -------------------------------------------------------------------------
 
@@ -85,7 +93,7 @@ class StoryModel(nn.Module):
     def forward(self, batch: dict, x_noisy: Tensor, sigma: Tensor, drop_text: Tensor, policy: str,
                 generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor, BatchContext]:
         """-> (v_pred, selector scores "b f", L_sel-ready labels "b f", context)."""
-        memory = torch.cat([batch["shot1"], batch["shot2"]], dim=2).transpose(1, 2)   # "b f c h w"
+        memory = self.norm.to_model(torch.cat([batch["shot1"], batch["shot2"]], dim=2)).transpose(1, 2)   # "b f c h w"
         text = self.text(batch["tokens"], batch["token_mask"])
         mask = batch["token_mask"]
         scores = self.scores(memory, text, mask) if self.cfg.learned else None
