@@ -93,7 +93,8 @@ def train_step(model, ddp, optimizer, cfg: TrainConfig, batch: dict, step: int, 
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     # The selector learns from L_sel only (hard top-K passes no gradient), so it gets its own
-    # clip: under one global clip the DiT's large early gradients scaled its updates to ~nothing.
+    # clip: under one global clip the DiT's gradient norm decided, step by step, how much of
+    # the selector's gradient survived.
     sel_params = set(map(id, model.selector.parameters()))
     gnorm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if id(p) not in sel_params],
                                            cfg.grad_clip)
