@@ -39,7 +39,8 @@ GROUP_TITLE = {"a": "(a) memory mechanism, same budget (1 latent-frame equivalen
                "c": "(c) context budget (latent-frame equivalents, selector + conditioner)"}
 GROUP_LABEL = {"both": {"a": "selector + conditioner", "b": "shot inflation + decoupled conditioning",
                         "c": "budget 1"}}
-METRICS = ("character_recall", "environment_recall", "caption_alignment", "shot6_character_recall")
+METRICS = ("character_recall", "environment_recall", "caption_alignment", "shot6_character_recall",
+           "colour_acc", "pattern_acc")
 
 
 def run_one(name: str, seed: int, args) -> dict:
@@ -90,8 +91,9 @@ def report(out: Path, png_path: Path, pattern: str = "insert_recall") -> str:
     lines = []
     for g in "abc":
         lines += [f"\n**{GROUP_TITLE[g]}** — `{pattern}`, mean ± std over seeds (n = seeds run)\n",
-                  "| config | character recall | shot-6 recall | environment recall | caption alignment | n |",
-                  "|---|---|---|---|---|---|"]
+                  "| config | character recall | shot-6 recall | environment recall | colour (recurring) "
+                  "| pattern (recurring) | caption alignment | n |",
+                  "|---|---|---|---|---|---|---|---|"]
         for name in GROUP_ORDER[g]:
             runs = res.get(name, [])
             label = GROUP_LABEL.get(name, {}).get(g, CONFIGS[name][1])
@@ -101,7 +103,7 @@ def report(out: Path, png_path: Path, pattern: str = "insert_recall") -> str:
                 mean, sd, n = _stats([r["patterns"][pattern].get(m, float("nan")) for r in runs
                                       if pattern in r["patterns"]])
                 cells.append("—" if n == 0 else f"{mean:.3f} ± {sd:.3f}" if n > 1 else f"{mean:.3f}")
-            cells = [cells[0], cells[3], cells[1], cells[2]]
+            cells = [cells[0], cells[3], cells[1], cells[4], cells[5], cells[2]]
             lines.append(f"| {label} | " + " | ".join(cells) + f" | {n} |")
     text = "\n".join(lines) + "\n"
     _plot(res, png_path, pattern)

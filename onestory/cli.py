@@ -93,9 +93,9 @@ def _add_eval(sub) -> None:
     ev.add_argument("--policy", default=None, help="override the trained context policy")
     ev.add_argument("--k", type=int, default=None)
     ev.add_argument("--budget", type=float, default=None)
-    ev.add_argument("--steps", type=int, default=None, help="Euler steps (default 10)")
-    ev.add_argument("--shift", type=float, default=None, help="sigma shift (default 3)")
-    ev.add_argument("--cfg", type=float, default=None, help="CFG scale (default 2)")
+    ev.add_argument("--steps", type=int, default=None, help="Euler steps (default 20)")
+    ev.add_argument("--shift", type=float, default=None, help="sigma shift (default 1)")
+    ev.add_argument("--cfg", type=float, default=None, help="CFG scale (default 3)")
     ev.add_argument("--seed", type=int, default=None, help="noise seed (default 0)")
     ev.add_argument("--read-frames", nargs="+", type=int, default=None,
                     help="latent frames of each shot to read back (default all; e.g. 1 = the middle one)")
@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "story-world checkpoint (GIF, contact sheet, recall metrics)")
     demo.add_argument("--out", default="out/demo", help="output directory (created; default: out/demo)")
     demo.add_argument("--seed", type=int, default=0, help="story seed (default 0)")
-    demo.add_argument("--steps", type=int, default=None, help="denoising steps per shot (default 10)")
+    demo.add_argument("--steps", type=int, default=None, help="denoising steps per shot (default 20)")
     demo.add_argument("--stories", type=int, default=0,
                       help="also score this many held-out insert_recall stories (default 0 = skip; measured ~27 s per story on 2 busy cores: the reader's noisy-image path is slow)")
     demo.add_argument("--dit", default=None, help="DiT safetensors (default: the bundled one)")
