@@ -41,6 +41,9 @@ def measure_hook(quick: bool, threads: int, clock: str = "cpu") -> dict:
         return {"status": "skipped", "reason": "ONESTORY_COMFYUI_DIR not set (opt-in)"}
     if not (ROOT / "nodes" / "hook.py").exists():
         return {"status": "skipped", "reason": "nodes/hook.py not found"}
+    if not (Path(comfy_dir).expanduser() / "comfy").is_dir():
+        return {"status": "failed", "reason": f"ONESTORY_COMFYUI_DIR={comfy_dir} is not a ComfyUI checkout (no "
+                "comfy/ package in it): point it at the directory that holds ComfyUI's main.py"}
     python = os.environ.get("ONESTORY_COMFYUI_PYTHON") or str(
         Path(comfy_dir).expanduser().resolve().parent / "venv" / "bin" / "python")
     if not Path(python).exists():

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Sequence
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import Tensor, nn
 
 from .errors import OneStoryError, ShapeError
@@ -35,7 +34,7 @@ DEFAULT_BUDGET = 1.0
 
 __all__ = [
     "Kernel", "DEFAULT_KERNELS", "DEFAULT_PATCH", "DEFAULT_BUDGET", "validate_kernels",
-    "tokens_per_frame", "solve_budget", "budget_tokens", "block_centres", "Context",
+    "tokens_per_frame", "solve_budget", "budget_tokens", "block_centres", "patch_blocks", "Context",
     "AdaptiveConditioner",
 ]
 
@@ -149,6 +148,13 @@ def solve_budget(num_ranked: int, kernels: Sequence[Sequence[int]], h: int, w: i
     return tiers
 
 
+@functools.lru_cache(maxsize=256)
+def _solve_budget_cached(num_ranked: int, kernels: tuple[Kernel, ...], h: int, w: int, budget: float,
+                         patch: Kernel) -> tuple[int, ...]:
+    # Every shot of a story asks for the same solution; errors are raised, never cached.
+    return tuple(solve_budget(num_ranked, kernels, h, w, budget, patch))
+
+
 # --------------------------------------------------------------------------------------------
 # positions
 # --------------------------------------------------------------------------------------------
@@ -178,6 +184,40 @@ def _block_grid(h: int, w: int, kernel: Kernel, patch: Sequence[int]) -> Tensor:
     gh, gw = torch.meshgrid(block_centres(h, kernel[1], patch[1]), block_centres(w, kernel[2], patch[2]),
                             indexing="ij")
     return torch.stack([gh.reshape(-1), gw.reshape(-1)], dim=1)
+
+
+@dataclass(frozen=True, eq=False)
+class _Layout:
+    """What a context's patchification depends on besides frame content and time order: the
+    frame size and the tier of each ranked frame (stable over a story: the solver's output).
+    "Rows" are the patchifier outputs, tier by tier (finest first), each tier's frames in rank
+    order. Read-only."""
+
+    groups: tuple[tuple[int, slice | Tensor], ...]  # (tier, its ranked frames: a slice or indices)
+    row_start: tuple[int, ...]            # per ranked frame, its first row
+    counts: tuple[int, ...]               # per ranked frame, its number of tokens
+    hw: Tensor                            # "rows 2" float32, (h, w) position of every row
+    tier: Tensor                          # "rows" long
+
+
+@functools.lru_cache(maxsize=256)
+def _layout(h: int, w: int, tiers: tuple[int, ...], kernels: tuple[Kernel, ...], patch: Kernel) -> _Layout:
+    # Cached: at a fixed budget and K the solver returns the same tiers for every shot, and
+    # building this per call was a large share of the conditioner's fixed cost.
+    groups, row_start, hw, tier_rows = [], [0] * len(tiers), [], []
+    counts = tuple(_block_grid(h, w, kernels[t], patch).shape[0] for t in tiers)
+    row = 0
+    for t in sorted(set(tiers)):
+        members = [i for i, ti in enumerate(tiers) if ti == t]
+        contiguous = members == list(range(members[0], members[-1] + 1))
+        groups.append((t, slice(members[0], members[-1] + 1) if contiguous else torch.tensor(members)))
+        for i in members:
+            row_start[i] = row
+            row += counts[i]
+        grid = _block_grid(h, w, kernels[t], patch)
+        hw.append(grid.float().repeat(len(members), 1))
+        tier_rows.append(torch.full((grid.shape[0] * len(members),), t, dtype=torch.long))
+    return _Layout(tuple(groups), tuple(row_start), counts, torch.cat(hw), torch.cat(tier_rows))
 
 
 # --------------------------------------------------------------------------------------------
@@ -237,6 +277,15 @@ class Context:
 # --------------------------------------------------------------------------------------------
 # module
 # --------------------------------------------------------------------------------------------
+
+def patch_blocks(x: Tensor, kh: int, kw: int) -> Tensor:
+    """"m c (hh kh) (ww kw)" -> "m (hh ww) (c kh kw)": every kh x kw block as one vector, in the
+    order of a Conv weight's flattened "c kh kw". (The einops pattern, written with reshape and
+    permute: einops' per-call overhead was a visible share of a shot's conditioning.)"""
+    m, c, h, w = x.shape
+    hh, ww = h // kh, w // kw
+    return x.reshape(m, c, hh, kh, ww, kw).permute(0, 2, 4, 1, 3, 5).reshape(m, hh * ww, c * kh * kw)
+
 
 def _inflate(weight: Tensor, patch: Kernel, kernel: Kernel) -> Tensor:
     """Inflate a patch-embedding weight "d c 1 ph pw" to "d c 1 kh kw".
@@ -359,44 +408,49 @@ class AdaptiveConditioner(nn.Module):
         if any(t < 0 or t >= len(self.kernels) for t in tiers):
             raise OneStoryError(f"tiers={tiers} has an entry outside 0..{len(self.kernels) - 1} "
                                 f"(the kernel table has {len(self.kernels)} tiers)")
-        ref = self._param()
         n = len(tiers)
         if n == 0:
+            ref = self._param()
             return Context.empty(self.dim, dtype=ref.dtype, device=ref.device)
+        return self._context(frames[:n], frame_index[:n].tolist(), frame_time[:n].tolist(), tiers)
 
-        # RoPE time: the used frames ordered by original time (ties: memory index), j-th of n
-        # at -(n - j) - time_gap, i.e. the newest memory frame sits right before the shot.
-        order = sorted(range(n), key=lambda i: (frame_time[i].item(), frame_index[i].item()))
-        t_of = {i: -(n - j) - self.time_gap for j, i in enumerate(order)}
-
-        x = frames[:n].to(device=ref.device, dtype=ref.dtype)
-        per_frame: dict[int, Tensor] = {}
-        for tier in sorted(set(tiers)):
-            members = [i for i in range(n) if tiers[i] == tier]
+    def _context(self, frames: Tensor, indices: list[int], times: list[float], tiers: list[int]) -> Context:
+        """`forward` on validated inputs: n frames "n c h w", n indices, times and tiers."""
+        ref = self._param()
+        dev = ref.device
+        n, _, h, w = frames.shape
+        layout = _layout(h, w, tuple(tiers), self.kernels, self.patch)
+        x = frames.to(device=dev, dtype=ref.dtype)
+        outs = []
+        for tier, members in layout.groups:
             _, kh, kw = self.kernels[tier]
-            xt = x[members]  # "m c h w"
+            xt = x[members] if isinstance(members, slice) else x.index_select(0, members.to(dev))
             ph, pw = (-h) % kh, (-w) % kw
             if ph or pw:
                 xt = F.pad(xt, (0, pw, 0, ph), mode="replicate")
             # Conv3d with kernel == stride and kt == 1 is a linear map of each block; computed as
             # reshape + matmul (same result, much faster than a CPU conv with large kernels).
             conv = self.patchifiers[tier]
-            blocks = rearrange(xt, "m c (hh kh) (ww kw) -> m (hh ww) (c kh kw)", kh=kh, kw=kw)
-            out = F.linear(blocks, conv.weight.flatten(1), conv.bias)   # "m (hh ww) d"
-            for row, i in enumerate(members):
-                per_frame[i] = out[row]
+            blocks = patch_blocks(xt, kh, kw).flatten(0, 1)            # "(m hh ww) (c kh kw)"
+            outs.append(F.linear(blocks, conv.weight.flatten(1), conv.bias))   # "(m hh ww) d"
+        rows = outs[0] if len(outs) == 1 else torch.cat(outs)
 
-        tokens, positions, index, tier_ids = [], [], [], []
-        for i in order:
-            grid = _block_grid(h, w, self.kernels[tiers[i]], self.patch)   # "(hh ww) 2", cached
-            m = grid.shape[0]
-            positions.append(F.pad(grid, (1, 0), value=float(t_of[i])))    # prepend t: "(hh ww) 3"
-            tokens.append(per_frame[i])
-            index.append(frame_index[i].expand(m))
-            tier_ids.append(torch.tensor(tiers[i]).expand(m))
-        dev = ref.device
-        return Context(torch.cat(tokens), torch.cat(positions).float().to(dev),
-                       torch.cat(index).to(dev), torch.cat(tier_ids).to(dev))
+        # Tokens come out frame by frame in time order (ties: memory index); the newest memory
+        # frame sits right before the shot on the RoPE t axis: j-th of n at -(n - j) - time_gap.
+        order = sorted(range(n), key=lambda i: (times[i], indices[i]))
+        counts, starts = layout.counts, layout.row_start
+        src = [r for i in order for r in range(starts[i], starts[i] + counts[i])]
+        t = torch.tensor([-(n - j) - self.time_gap for j, i in enumerate(order) for _ in range(counts[i])],
+                         dtype=torch.float32)
+        index = torch.tensor([indices[i] for i in order for _ in range(counts[i])], dtype=torch.long)
+        if src == list(range(len(src))):
+            tokens, hw, tier_ids = rows, layout.hw, layout.tier.clone()
+        else:
+            src_t = torch.tensor(src, dtype=torch.long)
+            tokens = rows.index_select(0, src_t.to(dev))
+            hw, tier_ids = layout.hw.index_select(0, src_t), layout.tier.index_select(0, src_t)
+        positions = torch.cat([t[:, None], hw], dim=1)
+        return Context(tokens, positions.to(dev), index.to(dev), tier_ids.to(dev))
 
     # ---- from a memory bank ----------------------------------------------------------------
 
@@ -423,10 +477,13 @@ class AdaptiveConditioner(nn.Module):
         if norm.channels != bank.channels:
             raise OneStoryError(f"normalization has {norm.channels} channels but the bank has "
                                 f"{bank.channels}; use the normalization of the bank's VAE")
-        tiers = solve_budget(len(kept), self.kernels, bank.height, bank.width, budget, self.patch)
+        if type(budget) in (int, float):   # hashable and cheap to key on: the common case
+            tiers = list(_solve_budget_cached(len(kept), self.kernels, bank.height, bank.width, budget, self.patch))
+        else:
+            tiers = solve_budget(len(kept), self.kernels, bank.height, bank.width, budget, self.patch)
         used = list(kept[:len(tiers)])
         if not used:
             return Context.empty(self.dim, dtype=ref.dtype, device=ref.device)
         frames = norm.to_model(bank.frames[used], channel_dim=1)
-        times = bank.frame_times()[used]
-        return self.forward(frames, torch.tensor(used, dtype=torch.long), times, tiers)
+        times = bank.frame_times()[used].tolist()
+        return self._context(frames, used, times, tiers)

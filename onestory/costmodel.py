@@ -18,6 +18,10 @@ Conventions
 * One denoising step = one forward at batch 2 (classifier-free guidance, both branches in one
   batch, the context in both, as ``onestory.sampling.cfg_velocity`` does by default).
 * Shots are 1-based: shot s is generated with shots 1..s-1 (``(s-1)·T`` latent frames) in memory.
+* FLOP ratios are what the model predicts for the full-size presets (GPU, where the big
+  matmuls and attention both run near peak). For time on one measured machine, `StepTimeModel`
+  prices the FLOP classes of `flop_classes` at rates calibrated on two measured steps (the
+  benchmark does this on the CPU at its scaled config; see docs/performance.md).
 
 Memory methods (``METHODS``)
 ----------------------------
@@ -235,6 +239,75 @@ def conditioner_flops(model: ModelDims, tiers: Iterable[int], h: int, w: int,
         kt, kh, kw = kernels[t]
         total += 2.0 * tokens_per_frame(kernels[t], h, w) * model.latent_channels * kt * kh * kw * model.dim
     return total
+
+
+# ---------------------------------------------------------------------------------------------
+# step time on a measured machine
+# ---------------------------------------------------------------------------------------------
+
+def flop_classes(model: ModelDims, n_noise: int, n_ctx: int = 0, batch: int = 1) -> dict[str, float]:
+    """`forward_flops` split by how the work grows with the tokens N = n_noise + n_ctx.
+
+    ``attention``: QKᵀ and AV of the self-attention (∝ N²); ``token``: projections, FFN, the
+    cross-attention's queries, scores and outputs, patch embedding and head (∝ tokens);
+    ``fixed``: the caption's cross-attention keys/values and the text and time embeddings (no
+    tokens involved). The three sum to ``forward_flops(...)["total"]``.
+    """
+    d, L = model.dim, model.text_len
+    flops = forward_flops(model, n_noise, n_ctx, batch)
+    fixed = batch * (model.num_layers * 4.0 * L * d * d
+                     + 2.0 * L * (model.text_dim * d + d * d)
+                     + 2.0 * (model.freq_dim * d + d * d + 6 * d * d))
+    attention = flops["self_attn_sdpa"]
+    return {"attention": attention, "token": flops["total"] - attention - fixed, "fixed": fixed}
+
+
+@dataclass(frozen=True)
+class StepTimeModel:
+    """Time of one DiT forward on one machine:
+    ``fixed_seconds + token FLOPs / token_flops_per_second + attention FLOPs / attention_flops_per_second``
+    with the FLOP classes of `flop_classes`.
+
+    Counting FLOPs alone (`forward_flops`) prices every FLOP the same. On a CPU they are not:
+    the self-attention kernel runs at its own rate; the rate of the token-proportional work
+    also carries the element-wise work that grows with the tokens (norms, RoPE, modulation,
+    GELU: no FLOPs in `forward_flops`, a third of a step at the scaled benchmark config); and a
+    per-step cost (embeddings, caption keys/values, Python and op dispatch) does not grow at all.
+    The three constants are not derived from the hardware: `calibrate` fits them to two
+    measured steps, so a model describes the machine, build and load it was calibrated on.
+    """
+
+    fixed_seconds: float
+    token_flops_per_second: float
+    attention_flops_per_second: float
+
+    def seconds(self, model: ModelDims, n_noise: int, n_ctx: int = 0, batch: int = 2) -> float:
+        c = flop_classes(model, n_noise, n_ctx, batch)
+        return (self.fixed_seconds + c["token"] / self.token_flops_per_second
+                + c["attention"] / self.attention_flops_per_second)
+
+    @staticmethod
+    def calibrate(model: ModelDims, n_noise: int, points: Sequence[tuple[int, float, float]],
+                  batch: int = 2) -> "StepTimeModel":
+        """Fit to two measured steps ``(n_ctx, step_seconds, attention_seconds)`` of different
+        token counts; ``attention_seconds`` is the part of the step spent in the self-attention
+        kernel (timed inside the step). The attention rate pools both points; the token rate
+        and the fixed time then solve the two steps' remaining time exactly."""
+        if len(points) != 2:
+            raise ValueError(f"calibrate needs exactly two measured steps, got {len(points)}")
+        (n0, t0, a0), (n1, t1, a1) = points
+        c0, c1 = flop_classes(model, n_noise, n0, batch), flop_classes(model, n_noise, n1, batch)
+        if not (0 < a0 < t0 and 0 < a1 < t1):
+            raise ValueError(f"attention time must be positive and below the step time: "
+                             f"({a0}, {t0}), ({a1}, {t1})")
+        attention_rate = (c0["attention"] + c1["attention"]) / (a0 + a1)
+        d_flops, d_rest = c1["token"] - c0["token"], (t1 - a1) - (t0 - a0)
+        if d_flops == 0 or d_rest / d_flops <= 0:
+            raise ValueError(f"the two steps ({n0} and {n1} context tokens) must differ in tokens, "
+                             "and the one with more tokens must take longer outside attention")
+        token_rate = d_flops / d_rest
+        return StepTimeModel(fixed_seconds=(t0 - a0) - c0["token"] / token_rate,
+                             token_flops_per_second=token_rate, attention_flops_per_second=attention_rate)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange, repeat
+from einops import repeat
 from torch import Tensor, nn
 
+from .conditioner import patch_blocks
 from .errors import OneStoryError, ShapeError
 from .latent import LatentNormalization
 
@@ -30,8 +31,8 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 SCORERS = ("learned", "recency", "novelty", "sink_recent", "uniform")
 DEFAULT_K = 9
 
-__all__ = ["SCORERS", "DEFAULT_K", "Selection", "top_k", "FrameSelector", "score_frames",
-           "select"]
+__all__ = ["SCORERS", "DEFAULT_K", "Selection", "top_k", "MemoryEncoding", "FrameSelector",
+           "score_frames", "select"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -68,6 +69,16 @@ class Selection:
         object.__setattr__(self, "kept", kept)
         object.__setattr__(self, "scorer", str(self.scorer))
 
+    @classmethod
+    def _checked(cls, scores: Tensor, kept: tuple[int, ...], scorer: str) -> "Selection":
+        """For `top_k`, which has already established everything `__post_init__` checks
+        (finite float32 CPU scores, distinct in-range int indices): skips the second pass."""
+        selection = object.__new__(cls)
+        object.__setattr__(selection, "scores", scores)
+        object.__setattr__(selection, "kept", kept)
+        object.__setattr__(selection, "scorer", str(scorer))
+        return selection
+
     @property
     def num_frames(self) -> int:
         return self.scores.numel()
@@ -90,12 +101,17 @@ class Selection:
                                 "expected keys scorer, kept, scores") from None
 
 
+def _all_finite(values: Tensor) -> bool:
+    # one tensor op (torch.isfinite(x).all() is five): this runs on every selection
+    return all(map(math.isfinite, values.tolist()))
+
+
 def _flags(values: Iterable[bool] | None, f: int, name: str) -> list[bool]:
     if values is None:
         return [False] * f
     if isinstance(values, Tensor):
         values = values.reshape(-1).tolist()
-    out = [bool(v) for v in values]
+    out = list(map(bool, values))
     if len(out) != f:
         raise ShapeError(f"{name} has {len(out)} entries but there are {f} scores: give one flag "
                          "per memory frame")
@@ -133,21 +149,23 @@ def top_k(scores: Tensor, k: int, pinned: Sequence[bool] | None = None,
         raise ShapeError(f"scores has shape {tuple(scores.shape)}; expected 'f' (one score per "
                          "memory frame)")
     k = _check_k(k)
-    values = scores.detach().float().cpu()
-    if not torch.isfinite(values).all():
+    values = scores.detach().float().cpu().contiguous()
+    if not _all_finite(values):
         raise OneStoryError("scores contains NaN or inf: every memory frame needs a finite score")
     f = values.numel()
     pin = _flags(pinned, f, "pinned")
     exc = _flags(excluded, f, "excluded")
-    vals = values.tolist()
-
-    def ranked(indices: list[int]) -> list[int]:
-        return sorted(indices, key=lambda i: (-vals[i], -i))
-
-    pinned_ids = ranked([i for i in range(f) if pin[i] and not exc[i]])
-    others = ranked([i for i in range(f) if not pin[i] and not exc[i]])
+    # Best first, ties to the later frame: a stable descending sort of the reversed scores keeps
+    # equal scores in reversed (= later frame first) order.
+    order = (f - 1) - torch.sort(values.flip(0), descending=True, stable=True).indices
+    if not any(pin) and not any(exc):
+        return Selection._checked(values, tuple(order[:k].tolist()), scorer)
+    pin_t = torch.tensor(pin, dtype=torch.bool)[order]
+    exc_t = torch.tensor(exc, dtype=torch.bool)[order]
+    pinned_ids = order[pin_t & ~exc_t].tolist()
+    others = order[~pin_t & ~exc_t].tolist()
     kept = pinned_ids + others[:max(0, k - len(pinned_ids))]
-    return Selection(values, tuple(kept), scorer)
+    return Selection._checked(values, tuple(kept), scorer)
 
 
 # --------------------------------------------------------------------------------------------
@@ -168,14 +186,50 @@ class _CrossAttention(nn.Module):
         self.o = nn.Linear(width, width)
 
     def forward(self, x: Tensor, ctx: Tensor, mask: Tensor | None) -> Tensor:
-        """x "b m w", ctx "b n w", mask "b n" bool (True = attend) or None."""
+        """x "b m w", ctx "b n w", mask "b n" bool (True = attend) or None; or, without the
+        batch dim and without a mask, x "m w", ctx "n w" (fewer ops for one memory bank)."""
+        # view/transpose instead of einops: the same layout, without einops' per-call parsing,
+        # which is a visible share of this tiny module's cost.
+        *lead, m, w = x.shape
+        n, hd = ctx.shape[-2], w // self.heads
+        b = lead or [1]   # a batch dim even then: without one SDPA takes its slower math path
         kv = self.norm_kv(ctx)
-        q = rearrange(self.q(self.norm_q(x)), "b m (h e) -> b h m e", h=self.heads)
-        k = rearrange(self.k(kv), "b n (h e) -> b h n e", h=self.heads)
-        v = rearrange(self.v(kv), "b n (h e) -> b h n e", h=self.heads)
+        q = self.q(self.norm_q(x)).view(*b, m, self.heads, hd).transpose(-3, -2)
+        k = self.k(kv).view(*b, n, self.heads, hd).transpose(-3, -2)
+        v = self.v(kv).view(*b, n, self.heads, hd).transpose(-3, -2)
         attn_mask = None if mask is None else mask[:, None, None, :]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-        return x + self.o(rearrange(out, "b h m e -> b m (h e)"))
+        return x + self.o(out.transpose(-3, -2).reshape(*lead, m, w))
+
+
+@dataclass(frozen=True, eq=False)
+class MemoryEncoding:
+    """What the Frame Selector computes from the memory alone, independent of the caption.
+
+    tokens: "b f n w" M1 = φ_V(memory), n tokens per frame
+    pooled: "b f w"   φ_P(mean over the n tokens of M1)
+
+    Both are per frame: frame i's rows depend on frame i only, so encodings of different
+    frames can be computed separately and stacked (this is what the bank cache relies on).
+    """
+
+    tokens: Tensor
+    pooled: Tensor
+
+
+@dataclass(frozen=True, eq=False)
+class _BankCache:
+    """Encodings of the frames of the last bank scored, keyed by `MemoryBank.frame_keys`.
+
+    Valid only for the weights they were computed with (`weights`: snapshots, compared
+    exactly) and the same normalization, dtype and device.
+    """
+
+    keys: tuple[int, ...]
+    tokens: Tensor            # "f n w"
+    pooled: Tensor            # "f w"
+    normalization: LatentNormalization
+    weights: tuple[Tensor, ...]
 
 
 class FrameSelector(nn.Module):
@@ -191,7 +245,14 @@ class FrameSelector(nn.Module):
 
     The final LayerNorm and the 1/sqrt(width) keep initial scores O(1) whatever the width
     (L_sel regresses them onto cosine-scale pseudo-labels in [-1, 1]).
+
+    ``forward`` = `encode_memory` (caption-independent, per frame) + `score_encoded`.
+    `score_bank` scores a `MemoryBank` and keeps the encodings of its frames for the next call
+    (see `score_bank`); nothing of that cache is part of the state dict.
     """
+
+    #: The bank cache is skipped when one bank's encodings would exceed this many bytes.
+    memory_cache_max_bytes: int = 256 * 2**20
 
     def __init__(self, latent_channels: int = 16, text_dim: int = 4096, width: int = 1024,
                  num_queries: int = 16, heads: int = 8, spatial_stride: int = 8):
@@ -217,6 +278,7 @@ class FrameSelector(nn.Module):
         self.memory_attn = _CrossAttention(width, heads)
         self.frame_proj = nn.Linear(width, width)                           # φ_P
         self.out_norm = nn.LayerNorm(width)
+        self._bank_cache: _BankCache | None = None
 
     def extra_repr(self) -> str:
         return (f"latent_channels={self.latent_channels}, text_dim={self.text_dim}, "
@@ -233,7 +295,10 @@ class FrameSelector(nn.Module):
             shape = tuple(memory.shape) if isinstance(memory, Tensor) else type(memory).__name__
             raise ShapeError(f"memory has shape {shape}; expected 'b f c h w' model-space latents "
                              "(add a batch dim with memory[None] for a single bank)")
-        b, f, c, h, w = memory.shape
+        b, f = self._check_memory_shape(*memory.shape)
+        return self._check_text(b, f, text, text_mask, frame_mask)
+
+    def _check_memory_shape(self, b: int, f: int, c: int, h: int, w: int) -> tuple[int, int]:
         if f == 0:
             raise ShapeError("memory is empty (f = 0): add at least one shot to the memory bank "
                              "before selecting frames")
@@ -243,6 +308,9 @@ class FrameSelector(nn.Module):
                              "VAE or a selector trained for it")
         if h == 0 or w == 0:
             raise ShapeError(f"memory frames are {h}x{w}: latent frames need h, w >= 1")
+        return b, f
+
+    def _check_text(self, b: int, f: int, text, text_mask, frame_mask):
         if not isinstance(text, Tensor) or text.ndim != 3:
             shape = tuple(text.shape) if isinstance(text, Tensor) else type(text).__name__
             raise ShapeError(f"text has shape {shape}; expected caption tokens 'b l d_t'")
@@ -280,35 +348,155 @@ class FrameSelector(nn.Module):
         Masked (padded) frames take no part in the attention and get score 0.
         """
         text_mask, frame_mask = self._check(memory, text, text_mask, frame_mask)
+        return self._score(self.encode_memory(memory), text, text_mask, frame_mask)
+
+    def encode_memory(self, memory: Tensor) -> MemoryEncoding:
+        """memory "b f c h w" (model space) -> its `MemoryEncoding` (M1 and φ_P per frame);
+        "f c h w" (no batch dim) gives "f n w" and "f w"."""
         ref = self.queries
         memory = memory.to(device=ref.device, dtype=ref.dtype)
-        text = text.to(device=ref.device, dtype=ref.dtype)
-        b, f, c, h, w = memory.shape
+        *lead, f, c, h, w = memory.shape
         s = self.spatial_stride
-
-        q = repeat(self.queries, "m w -> b m w", b=b)
-        tmask = None if text_mask is None else text_mask.to(ref.device)
-        q = self.text_attn(q, self.text_proj(text), tmask)                      # Q'
-
-        x = rearrange(memory, "b f c h w -> (b f) c h w")
+        x = memory.reshape(-1, c, h, w)
         ph, pw = (-h) % s, (-w) % s
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
         # φ_V as block reshape + linear with the Conv2d weights (kernel == stride): the same
         # result as the conv, without CPU conv setup that dominated the selector's cost.
-        blocks = rearrange(x, "(b f) c (hh s1) (ww s2) -> b f (hh ww) (c s1 s2)", b=b, s1=s, s2=s)
-        m1 = F.linear(blocks, self.memory_proj.weight.flatten(1), self.memory_proj.bias)  # M1 "b f n e"
-        n = m1.shape[2]
+        blocks = patch_blocks(x, s, s)                                 # "(b f) n (c s1 s2)"
+        m1 = F.linear(blocks.flatten(0, 1), self.memory_proj.weight.flatten(1), self.memory_proj.bias)
+        m1 = m1.view(*lead, f, blocks.shape[1], self.width)           # M1 "b f n w"
+        return MemoryEncoding(m1, self.frame_proj(m1.mean(dim=-2)))   # φ_P(M1) "b f w"
+
+    def score_encoded(self, encoding: MemoryEncoding, text: Tensor, text_mask: Tensor | None = None,
+                      frame_mask: Tensor | None = None) -> Tensor:
+        """Scores "b f" of an encoded memory for caption tokens ``text`` "b l d_t" (masks as in
+        `forward`); ``score_encoded(encode_memory(m), t)`` equals ``forward(m, t)``."""
+        tokens = encoding.tokens
+        if tokens.ndim != 4 or tokens.shape[-1] != self.width or \
+                tuple(encoding.pooled.shape) != (*tokens.shape[:2], self.width):
+            raise ShapeError(f"encoding has tokens {tuple(tokens.shape)} and pooled "
+                             f"{tuple(encoding.pooled.shape)}; expected 'b f n {self.width}' and "
+                             f"'b f {self.width}' from this selector's encode_memory")
+        b, f = tokens.shape[:2]
+        if f == 0:
+            raise ShapeError("encoding is empty (f = 0): add at least one shot to the memory bank "
+                             "before selecting frames")
+        text_mask, frame_mask = self._check_text(b, f, text, text_mask, frame_mask)
+        return self._score(encoding, text, text_mask, frame_mask)
+
+    def _score(self, encoding: MemoryEncoding, text: Tensor, text_mask: Tensor | None,
+               frame_mask: Tensor | None) -> Tensor:
+        """Batched ("b ..." inputs, masks allowed) or, for one bank, unbatched (tokens "f n w",
+        pooled "f w", text "l d_t", no masks) -> scores "b f" or "f"."""
+        ref = self.queries
+        text = text.to(device=ref.device, dtype=ref.dtype)
+        m1, g = encoding.tokens, encoding.pooled
+        *lead, f, n, _ = m1.shape
+
+        q = self.queries.expand(*lead, -1, -1) if lead else self.queries
+        tmask = None if text_mask is None else text_mask.to(ref.device)
+        q = self.text_attn(q, self.text_proj(text), tmask)                      # Q'
+
         fmask = None if frame_mask is None else frame_mask.to(ref.device)
         kmask = None if fmask is None else repeat(fmask, "b f -> b (f n)", n=n)
-        q = self.memory_attn(q, rearrange(m1, "b f n e -> b (f n) e"), kmask)     # Q''
+        q = self.memory_attn(q, m1.reshape(*lead, f * n, -1), kmask)             # Q''
 
-        g = self.frame_proj(m1.mean(dim=2))                                      # φ_P(M1) "b f w"
-        s_fm = torch.einsum("bfw,bmw->bfm", g, self.out_norm(q)) / math.sqrt(self.width)
-        scores = s_fm.mean(dim=-1)
+        # mean over queries of g·LN(q_m) = g·(mean of LN(q_m)): one product per frame, not m
+        q_mean = self.out_norm(q).mean(dim=-2)                                   # "b w" / "w"
+        scores = torch.matmul(g, q_mean.unsqueeze(-1)).squeeze(-1) / math.sqrt(self.width)
         if fmask is not None:
             scores = scores.masked_fill(~fmask, 0.0)
         return scores
+
+    # ---- scoring a memory bank, with the per-frame encodings kept across calls ---------------
+
+    def clear_memory_cache(self) -> None:
+        """Forget the encodings kept by `score_bank`."""
+        self._bank_cache = None
+
+    def cached_frame_keys(self) -> tuple[int, ...]:
+        """`MemoryBank.frame_keys` of the frames whose encodings `score_bank` keeps."""
+        cache = getattr(self, "_bank_cache", None)
+        return () if cache is None else cache.keys
+
+    def _cache_weights(self) -> tuple[Tensor, ...]:
+        return (self.memory_proj.weight, self.memory_proj.bias, self.frame_proj.weight,
+                self.frame_proj.bias)
+
+    def _cache_usable(self, cache: _BankCache | None, norm: LatentNormalization) -> bool:
+        if cache is None or cache.normalization != norm:
+            return False
+        ref = self.queries
+        if cache.tokens.dtype != ref.dtype or cache.tokens.device != ref.device:
+            return False
+        # Exact comparison with snapshots rather than version counters: it also catches
+        # load_state_dict, optimizer steps, .data swaps and dtype round trips.
+        return all(p.shape == s.shape and p.dtype == s.dtype and p.device == s.device
+                   and torch.equal(p, s) for p, s in zip(self._cache_weights(), cache.weights))
+
+    @torch.no_grad()
+    def score_bank(self, bank: "MemoryBank", text: Tensor,
+                   normalization: LatentNormalization | None = None) -> Tensor:
+        """Scores "f" (float32, CPU) of every frame of ``bank`` for caption tokens ``text``
+        "l d_t"; the same values as ``forward`` on the bank in model space (no gradient).
+
+        The encodings of the bank's frames are kept, keyed by `MemoryBank.frame_keys`: the next
+        call only encodes frames it has not seen (a new shot, a swapped frame). The cache holds
+        the frames of the last bank scored and nothing else, is dropped when the weights, the
+        normalization, the dtype or the device change, and is skipped when it would exceed
+        `memory_cache_max_bytes`.
+        """
+        norm = normalization or LatentNormalization.identity(bank.channels)
+        self._check_memory_shape(1, bank.num_frames, *bank.frames.shape[1:])
+        self._check_text(1, bank.num_frames, text[None], None, None)
+        keys = bank.frame_keys()
+        cache = getattr(self, "_bank_cache", None)
+        if not self._cache_usable(cache, norm):
+            cache = None
+        if cache is not None and cache.keys == keys:
+            tokens, pooled = cache.tokens, cache.pooled
+        else:
+            old_keys = () if cache is None else cache.keys
+            if old_keys and keys[:len(old_keys)] == old_keys:
+                # the common case, a shot appended to the bank scored last: no per-key lookups
+                hit = list(range(len(old_keys))) + [-1] * (len(keys) - len(old_keys))
+                miss = list(range(len(old_keys), len(keys)))
+            else:
+                rows = {key: i for i, key in enumerate(old_keys)}
+                hit = [rows.get(key, -1) for key in keys]
+                miss = [i for i, r in enumerate(hit) if r < 0]
+            n_old = len(keys) - len(miss)
+            if miss:
+                lo, hi = miss[0], miss[-1] + 1
+                frames = bank.frames[lo:hi] if hi - lo == len(miss) else bank.frames[miss]
+                new = self.encode_memory(norm.to_model(frames, channel_dim=1))
+            if not miss:                        # frames dropped or reordered: gather
+                sel = torch.tensor(hit, device=cache.tokens.device)
+                tokens, pooled = cache.tokens[sel], cache.pooled[sel]
+            elif n_old == 0:
+                tokens, pooled = new.tokens, new.pooled
+            elif hit[:n_old] == list(range(n_old)):       # appended frames: one concatenation
+                tokens = torch.cat([cache.tokens[:n_old], new.tokens])
+                pooled = torch.cat([cache.pooled[:n_old], new.pooled])
+            else:
+                tokens = cache.tokens.new_empty((len(keys), *cache.tokens.shape[1:]))
+                pooled = cache.pooled.new_empty((len(keys), *cache.pooled.shape[1:]))
+                dev = tokens.device
+                old = [i for i, r in enumerate(hit) if r >= 0]
+                old_t = torch.tensor(old, device=dev)
+                src_t = torch.tensor([hit[i] for i in old], device=dev)
+                miss_t = torch.tensor(miss, device=dev)
+                tokens[old_t], pooled[old_t] = cache.tokens[src_t], cache.pooled[src_t]
+                tokens[miss_t], pooled[miss_t] = new.tokens, new.pooled
+            nbytes = tokens.numel() * tokens.element_size() + pooled.numel() * pooled.element_size()
+            if nbytes <= self.memory_cache_max_bytes:
+                weights = cache.weights if cache is not None else \
+                    tuple(p.detach().clone() for p in self._cache_weights())
+                self._bank_cache = _BankCache(keys, tokens, pooled, norm, weights)
+            else:
+                self._bank_cache = None
+        return self._score(MemoryEncoding(tokens, pooled), text, None, None).float().cpu()
 
 
 # --------------------------------------------------------------------------------------------
@@ -409,13 +597,15 @@ def score_frames(bank: "MemoryBank", scorer: str, *, text: Tensor | None = None,
         raise OneStoryError(f"scorer={scorer!r} is unknown: choose one of {', '.join(SCORERS)}")
     f = bank.num_frames
     records = bank.records
-    pinned = [bool(r.pinned) for r in records]
-    excluded = [bool(r.excluded) for r in records]
-    times = [float(t) for t in bank.frame_times().tolist()]
     norm = normalization or LatentNormalization.identity(bank.channels)
     if norm.channels != bank.channels:
         raise OneStoryError(f"normalization has {norm.channels} channels but the bank has "
                             f"{bank.channels}; use the normalization of the bank's VAE")
+    if scorer == "learned":
+        return _score_learned(bank, text, selector, norm)
+    pinned = [bool(r.pinned) for r in records]
+    excluded = [bool(r.excluded) for r in records]
+    times = [float(t) for t in bank.frame_times().tolist()]
 
     if scorer == "recency":
         return _rank_scores(_by_time_desc(times, range(f)), f)
@@ -453,12 +643,14 @@ def score_frames(bank: "MemoryBank", scorer: str, *, text: Tensor | None = None,
                 scores[usable[p]] = 1.0
         return scores
 
-    if scorer == "novelty":
-        x = norm.to_model(bank.frames, channel_dim=1)
-        emb = F.adaptive_avg_pool2d(x, (4, 4)).flatten(1).double()
-        return _rank_scores(_novelty_order(emb, pinned, excluded), f)
+    # novelty
+    x = norm.to_model(bank.frames, channel_dim=1)
+    emb = F.adaptive_avg_pool2d(x, (4, 4)).flatten(1).double()
+    return _rank_scores(_novelty_order(emb, pinned, excluded), f)
 
-    # learned
+
+def _score_learned(bank: "MemoryBank", text: Tensor | None, selector: FrameSelector | None,
+                   norm: LatentNormalization) -> Tensor:
     if selector is None:
         raise OneStoryError("scorer 'learned' needs a trained FrameSelector (load an adapter), or "
                             "choose a training-free scorer: recency, novelty, sink_recent, uniform")
@@ -472,11 +664,8 @@ def score_frames(bank: "MemoryBank", scorer: str, *, text: Tensor | None = None,
     if text.ndim != 2:
         raise ShapeError(f"text has shape {tuple(text.shape)}; expected caption tokens 'l d_t' "
                          "(one caption)")
-    memory = norm.to_model(bank.frames, channel_dim=1)[None]
-    with torch.no_grad():
-        scores = selector(memory, text[None])[0]
-    scores = scores.detach().float().cpu()
-    if not torch.isfinite(scores).all():
+    scores = selector.score_bank(bank, text, norm)
+    if not _all_finite(scores):
         raise OneStoryError("the FrameSelector produced NaN/inf scores: check the adapter weights "
                             "and the text tensor")
     return scores

@@ -33,6 +33,17 @@ def test_bench_quick_output_format(tmp_path):
     assert r["analytic"]["Wan 2.1 14B @ 480p"]["tokens_per_latent_frame"] == 1560
     assert r["pipeline_check"]["context_built_once_per_shot"] is True
     assert r["analytic_check"]["token_counts_match"] is True
+    ac = r["analytic_check"]
+    assert [p["method"] for p in ac["calibration"]["calibration_points"]] == ["none", "full_history"]
+    assert sum(row["calibration_point"] for row in ac["rows"]) == 1
+    assert all({"predicted_ratio", "flop_ratio", "attention_share_measured"} <= set(row) for row in ac["rows"])
+    for m in methods:
+        for s, xs in r["steps"]["attention_samples"][m].items():
+            assert len(xs) == len(r["steps"]["samples"][m][s])
+            assert all(0 < a < t for a, t in zip(xs, r["steps"]["samples"][m][s]))
+    for row in r["selector_conditioner"]["per_shot"]:
+        assert row["selector_cold_seconds"] > 0 and row["fraction_of_step_cold"] > 0
+        assert row["fraction_of_step_after_step"] > 0
     assert r["hook"]["status"] == "skipped" and "hook_overhead_ratio" not in r
     assert all({"value", "limit", "met"} <= set(t) for t in r["targets"].values())
     mem = r["memory"]

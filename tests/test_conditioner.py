@@ -377,3 +377,62 @@ def test_build_empty_selection_and_stale_selection():
     other = AdaptiveConditioner(3, D)
     with pytest.raises(ShapeError, match="channels"):
         other.build(bank, select(bank, 2, "recency"))
+
+
+# ---------------------------------------------------------------- forward against a reference
+
+
+def reference_forward(cond, frames, frame_index, frame_time, tiers):
+    """The conditioner written frame by frame, as the paper describes it: each ranked frame is
+    patchified by its tier's Conv3d, then the frames are laid out in time order (ties: memory
+    index), the j-th of n at t = -(n - j) - time_gap, each raster-ordered at its block centres."""
+    n = len(tiers)
+    order = sorted(range(n), key=lambda i: (float(frame_time[i]), int(frame_index[i])))
+    tokens, positions, index, tier_ids = [], [], [], []
+    for j, i in enumerate(order):
+        _, kh, kw = cond.kernels[tiers[i]]
+        h, w = frames.shape[-2:]
+        x = F.pad(frames[i:i + 1], (0, (-w) % kw, 0, (-h) % kh), mode="replicate")
+        out = cond.patchifiers[tiers[i]](x[:, :, None])            # "1 d 1 hh ww"
+        tokens.append(out.flatten(2)[0].T)
+        gh, gw = torch.meshgrid(block_centres(h, kh, 2), block_centres(w, kw, 2), indexing="ij")
+        m = gh.numel()
+        positions.append(torch.stack([torch.full((m,), -(n - j) - cond.time_gap, dtype=torch.float64),
+                                      gh.reshape(-1), gw.reshape(-1)], dim=1))
+        index += [int(frame_index[i])] * m
+        tier_ids += [tiers[i]] * m
+    return torch.cat(tokens), torch.cat(positions).float(), torch.tensor(index), torch.tensor(tier_ids)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_forward_matches_frame_by_frame_reference(seed):
+    g = torch.Generator().manual_seed(seed)
+    cond = make_cond(time_gap=[0.0, 1.5][seed % 2], seed=seed)
+    h, w = [(8, 16), (5, 7), (16, 6)][seed % 3]
+    k = 7
+    frames = torch.randn(k, C, h, w, generator=g)
+    index = torch.randperm(40, generator=g)[:k]
+    times = torch.randint(0, 4, (k,), generator=g).double()          # ties broken by index
+    n = [7, 5, 7, 3, 6, 7][seed]
+    # monotone like the solver's output, and arbitrary (forward accepts any tiers)
+    tiers = sorted(torch.randint(0, 4, (n,), generator=g).tolist()) if seed % 2 else \
+        torch.randint(0, 4, (n,), generator=g).tolist()
+    with torch.no_grad():
+        ctx = cond(frames, index, times, tiers)
+        tokens, positions, idx, tier_ids = reference_forward(cond, frames, index, times, tiers)
+    torch.testing.assert_close(ctx.tokens, tokens, rtol=1e-5, atol=1e-5)
+    assert torch.equal(ctx.positions, positions)
+    assert torch.equal(ctx.frame_index, idx) and torch.equal(ctx.tier, tier_ids)
+
+
+def test_contexts_own_their_tensors():
+    # positions and tiers come from a cache shared by every call with the same tiers: changing a
+    # returned Context in place must not reach the next one
+    cond = make_cond()
+    frames = torch.randn(3, C, 8, 8)
+    first = cond(frames, [0, 1, 2], [0.0, 1.0, 2.0], [0, 1, 1])
+    expected = first.positions.clone(), first.tier.clone()
+    first.positions.zero_()
+    first.tier.fill_(9)
+    again = cond(frames, [0, 1, 2], [0.0, 1.0, 2.0], [0, 1, 1])
+    assert torch.equal(again.positions, expected[0]) and torch.equal(again.tier, expected[1])

@@ -48,3 +48,35 @@ def test_flops_scale_with_tokens():
     f1 = cm.forward_flops(m, 1000, 100)["total"]
     assert f1 > f0
     assert cm.forward_flops(m, 1000, batch=2)["total"] == pytest.approx(2 * f0)
+
+
+def test_flop_classes_sum_to_the_total_and_scale_as_named():
+    m = cm.WAN21_14B
+    for nc in (0, 1560, 32760):
+        c = cm.flop_classes(m, 32760, nc, batch=2)
+        assert sum(c.values()) == pytest.approx(cm.forward_flops(m, 32760, nc, batch=2)["total"])
+    a, b = cm.flop_classes(m, 1000, 0), cm.flop_classes(m, 1000, 1000)
+    assert b["fixed"] == a["fixed"]
+    assert b["attention"] == pytest.approx(4 * a["attention"])
+    assert b["token"] < 2 * a["token"]               # the head and patch embedding see noise tokens only
+
+
+def test_step_time_model_calibration_recovers_a_known_machine():
+    m = cm.ModelDims("small", dim=128, ffn_dim=352, num_heads=2, num_layers=4, text_len=16)
+    truth = cm.StepTimeModel(fixed_seconds=0.02, token_flops_per_second=3e10, attention_flops_per_second=6e10)
+
+    def measured(nc):
+        attention = cm.flop_classes(m, 672, nc, batch=2)["attention"] / truth.attention_flops_per_second
+        return nc, truth.seconds(m, 672, nc), attention
+
+    fit = cm.StepTimeModel.calibrate(m, 672, [measured(0), measured(672)])
+    assert fit.fixed_seconds == pytest.approx(truth.fixed_seconds)
+    assert fit.token_flops_per_second == pytest.approx(truth.token_flops_per_second)
+    assert fit.attention_flops_per_second == pytest.approx(truth.attention_flops_per_second)
+    assert fit.seconds(m, 672, 6048) == pytest.approx(truth.seconds(m, 672, 6048))
+    with pytest.raises(ValueError, match="two"):
+        cm.StepTimeModel.calibrate(m, 672, [measured(0)])
+    with pytest.raises(ValueError, match="differ in tokens"):
+        cm.StepTimeModel.calibrate(m, 672, [measured(0), measured(0)])
+    with pytest.raises(ValueError, match="attention time"):
+        cm.StepTimeModel.calibrate(m, 672, [(0, 0.1, 0.2), measured(672)])

@@ -362,3 +362,92 @@ def test_generation_loss_gives_no_gradient_to_selector_but_l_sel_does():
     l_sel.backward()
     for name, p in selector.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+# ---------------------------------------------------------------- encodings and the bank cache
+
+
+def fresh_scores(selector, bank, text, norm=None):
+    """The uncached reference: forward on the whole bank in model space."""
+    norm = norm or LatentNormalization.identity(C)
+    with torch.no_grad():
+        return selector(norm.to_model(bank.frames, channel_dim=1)[None], text[None])[0]
+
+
+def test_encode_then_score_equals_forward_with_masks():
+    sel = tiny_selector()
+    mem, text = torch.randn(2, 5, C, 5, 7), torch.randn(2, 4, DT)
+    tmask = torch.tensor([[True, True, False, True], [True, False, False, False]])
+    fmask = torch.tensor([[True, True, True, False, True], [True, False, True, True, True]])
+    enc = sel.encode_memory(mem)
+    assert enc.tokens.shape == (2, 5, 12, 16) and enc.pooled.shape == (2, 5, 16)
+    torch.testing.assert_close(sel.score_encoded(enc, text, tmask, fmask),
+                               sel(mem, text, text_mask=tmask, frame_mask=fmask))
+    # per frame: encoding frames one at a time gives the rows of the joint encoding
+    single = sel.encode_memory(mem[:, 3:4])
+    torch.testing.assert_close(single.tokens[:, 0], enc.tokens[:, 3], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ShapeError, match="encoding has tokens"):
+        sel.score_encoded(type(enc)(enc.tokens[..., :8], enc.pooled), text)
+    with pytest.raises(ShapeError, match="text has batch"):
+        sel.score_encoded(enc, text[:1])
+
+
+def test_bank_cache_is_exact_through_story_edits():
+    sel = tiny_selector()
+    text = torch.randn(6, DT)
+    norm = LatentNormalization((0.1, -0.2, 0.3, 0.0), (1.0, 2.0, 0.5, 1.5))
+    g = torch.Generator().manual_seed(3)
+    bank = MemoryBank.empty()
+    banks = []
+    for s in range(4):                                   # a story, shot by shot
+        bank = bank.add_shot(torch.randn(C, 3, 6, 6, generator=g), f"shot {s}")
+        banks.append(bank)
+    edits = [banks[-1].swap_frame(4, torch.randn(C, 6, 6, generator=g)),
+             banks[-1].drop_shot(1), banks[-1].set_pinned([0, 7]).set_excluded(2), banks[-1].truncate(2),
+             banks[1], banks[-1]]
+    for b in banks + edits:
+        frames, fingerprint = b.frames.clone(), b.fingerprint()
+        got = select(b, 3, "learned", text=text, selector=sel, normalization=norm)
+        ref = fresh_scores(sel, b, text, norm)
+        torch.testing.assert_close(got.scores, ref, rtol=1e-5, atol=1e-6)
+        assert got.kept == top_k(ref, 3, b.pinned, b.excluded).kept
+        # the cache holds exactly this bank's frames: nothing stale, nothing missing
+        assert sel.cached_frame_keys() == b.frame_keys()
+        assert torch.equal(b.frames, frames) and b.fingerprint() == fingerprint   # inputs untouched
+
+
+def test_bank_cache_follows_weights_normalization_and_size_limit():
+    sel = tiny_selector()
+    text = torch.randn(5, DT)
+    bank = random_bank(shots=2, t=3)
+    keys = set(sel.state_dict())
+    select(bank, 2, "learned", text=text, selector=sel)
+    assert set(sel.state_dict()) == keys                 # the cache is not model state
+    with torch.no_grad():
+        sel.memory_proj.weight.mul_(1.5)                 # e.g. an optimizer step
+    torch.testing.assert_close(sel.score_bank(bank, text), fresh_scores(sel, bank, text))
+    sel.load_state_dict(tiny_selector(seed=7).state_dict())
+    torch.testing.assert_close(sel.score_bank(bank, text), fresh_scores(sel, bank, text))
+    norm = LatentNormalization((1.0,) * C, (2.0,) * C)
+    torch.testing.assert_close(sel.score_bank(bank, text, norm), fresh_scores(sel, bank, text, norm))
+    sel.double()
+    torch.testing.assert_close(sel.score_bank(bank, text).double(),
+                               fresh_scores(sel, bank, text.double()).double())
+    sel.float()
+    sel.memory_cache_max_bytes = 0                       # too large to keep: computed, not cached
+    torch.testing.assert_close(sel.score_bank(bank, text), fresh_scores(sel, bank, text))
+    assert sel.cached_frame_keys() == ()
+    del sel.memory_cache_max_bytes
+    sel.score_bank(bank, text)
+    assert sel.cached_frame_keys() == bank.frame_keys()
+    sel.clear_memory_cache()
+    assert sel.cached_frame_keys() == ()
+
+
+def test_score_bank_input_errors_name_the_input():
+    sel = tiny_selector()
+    with pytest.raises(ShapeError, match=r"text \(caption tokens\) has width 7.*text_dim=12"):
+        sel.score_bank(random_bank(), torch.randn(4, 7))
+    other = MemoryBank.empty().add_shot(torch.randn(3, 2, 6, 6), "three channels")
+    with pytest.raises(ShapeError, match="memory has 3 channels.*latent_channels=4"):
+        sel.score_bank(other, torch.randn(4, DT))
