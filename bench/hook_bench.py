@@ -36,6 +36,9 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
+    ap.add_argument("--attention", choices=("default", "pytorch"), default="default",
+                    help="ComfyUI's attention backend: its CPU default (sub-quadratic chunks) or "
+                         "--use-pytorch-cross-attention (SDPA, what onestory.wan uses)")
     a = ap.parse_args(argv)
     comfy_dir = str(Path(os.environ["ONESTORY_COMFYUI_DIR"]).expanduser().resolve())
     sys.path.insert(0, comfy_dir)
@@ -47,6 +50,7 @@ def main(argv=None) -> int:
     import comfy.cli_args
 
     comfy.cli_args.args.cpu = True
+    comfy.cli_args.args.use_pytorch_cross_attention = a.attention == "pytorch"
     import comfy.sample
     import comfy.sd
 
@@ -97,7 +101,7 @@ def main(argv=None) -> int:
             samples[k].append(run(models[k]))
     pair = lambda k: median([x / y for x, y in zip(samples[k], samples["unpatched"])])  # noqa: E731
     print(json.dumps({
-        "comfyui_dir": comfy_dir, "steps_per_sample": steps, "clock": a.clock, "repeats": repeats, "dim": dim,
+        "comfyui_dir": comfy_dir, "steps_per_sample": steps, "clock": a.clock, "attention": a.attention, "repeats": repeats, "dim": dim,
         "num_layers": cfg.num_layers, "latent": [cfg.frames, cfg.height, cfg.width],
         "context_tokens_budget1": len(ctx), "torch": torch.__version__, "torch_num_threads": torch.get_num_threads(),
         "sample_seconds": {k: median(v) for k, v in samples.items()}, "samples": samples,
