@@ -1,7 +1,7 @@
 """Ablations of paper Table 2 on the story world: train every config for the same number of
 steps with 3 seeds, evaluate on held-out stories, write a table + plot.
 
-    python bench/ablate.py --out runs/ablate --steps 400 --seeds 0 1 2 --groups a b c
+    python bench/ablate.py --out runs/ablate --init runs/base/checkpoint/dit.safetensors --groups a b c
     python bench/ablate.py --out runs/ablate --report docs/results_ablation.png   # table + plot only
 
 Resumable: a (config, seed) whose result JSON exists is skipped. Results: OUT/<name>_s<seed>.json.
@@ -169,22 +169,22 @@ def main(argv=None) -> int:
     ap.add_argument("--groups", nargs="+", default=["a", "b", "c"])
     ap.add_argument("--only", nargs="+", default=None, help="config names to run (default: the groups')")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--steps", type=int, default=400)
-    ap.add_argument("--warm", type=int, default=100, help="decoupled-conditioning warm-up steps")
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--warm", type=int, default=250, help="decoupled-conditioning warm-up steps")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--budget", type=float, default=1.0, help="context budget of every config but group (c)'s")
     ap.add_argument("--k", type=int, default=4, help="kept frames (policies both / conditioner)")
     ap.add_argument("--lr", type=float, default=5e-4)
-    ap.add_argument("--workers", type=int, default=0, help="DataLoader render workers per run")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=0, help="DataLoader render workers per run (1 moves rendering to another core)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per run (1: two runs share the 2 cores best)")
     ap.add_argument("--patterns", nargs="+", default=["insert_recall"])
     ap.add_argument("--per-pattern", type=int, default=100)
     ap.add_argument("--eval-batch", type=int, default=50)
-    ap.add_argument("--sample-steps", type=int, default=10)
-    ap.add_argument("--shift", type=float, default=3.0)
-    ap.add_argument("--cfg", type=float, default=2.0)
-    ap.add_argument("--read-frames", nargs="+", type=int, default=None,
-                    help="latent frames of each shot to read (default all)")
+    ap.add_argument("--sample-steps", type=int, default=20)
+    ap.add_argument("--shift", type=float, default=1.0)
+    ap.add_argument("--cfg", type=float, default=3.0)
+    ap.add_argument("--read-frames", nargs="+", type=int, default=[0],
+                    help="latent frames of each shot to read (default 0; 1-latent-frame shots have only 0)")
     ap.add_argument("--init", default="", help="pretrained base DiT (dit.safetensors) to fine-tune from")
     ap.add_argument("--report", default=None, metavar="PNG",
                     help="only print the markdown table of OUT's results and save the bar plot to PNG")

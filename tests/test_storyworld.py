@@ -9,7 +9,7 @@ from onestory.data import (EvalStoryDataset, LatentCodec, TextEncoder, Tokenizer
                            contact_sheet, eval_stories, frames_to_tensor, make_story, make_triplet,
                            read_frame, read_latent, relevance, score, story_seed, summarize)
 from onestory.data.grammar import LAYOUT_PHRASE, caption_words
-from onestory.data.inflation import KINDS
+from onestory.data.inflation import KINDS, make_triplet
 from onestory.data.render import min_palette_gap, min_room_gap
 from onestory.data.storyworld import PATTERN_NAMES
 
@@ -226,3 +226,20 @@ def test_datasets_shapes():
     assert not train_seeds & {story_seed("eval", i) for i in range(100)}
     sheet = contact_sheet(e["story"])
     assert sheet.size[1] > 6 * 32 * 4
+
+
+def test_standalone_captions_describe_every_entity_in_full():
+    plain = TripletDataset(40, seed=5, pixel_frames=1)
+    alone = TripletDataset(40, seed=5, pixel_frames=1, standalone_captions=True)
+    recurring = 0
+    for i in range(40):
+        a, b = plain[i], alone[i]
+        assert torch.equal(a["shot3"], b["shot3"])                      # same sample, other caption
+        words = b["caption"].split()
+        assert "figure" not in words and "back" not in words and "room ." not in b["caption"]
+        recurring += "figure" in a["caption"].split()
+        tr = make_triplet(5, i, pixel_frames=1)
+        target = tr.story.shots[tr.shot_ids[2]]
+        for c in target.cast:                                           # every attribute is stated
+            assert set(tr.story.characters[c].words()) <= set(words)
+    assert recurring > 10      # the plain captions do withhold recurring characters

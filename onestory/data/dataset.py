@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from . import grammar
 from .inflation import KINDS, SYNTHETIC, make_triplet, story_seed
 from .latent import LatentCodec, frames_to_tensor
 from .storyworld import PATTERN_NAMES, Story, make_story
@@ -28,11 +29,16 @@ class TripletDataset(Dataset):
     shot_synthetic        "2" long: the same per memory shot
     kind                  long: index into KINDS ("real3", "cross", "augment")
     caption               str
+
+    standalone_captions: caption shot3 as if no shot came before it (every character and room
+    described in full), for a model that sees no memory (the text-only base); default: the
+    grammar's caption given the two memory shots.
     """
 
     def __init__(self, length: int, seed: int = 0, frame_size: int = 32, pixel_frames: int = 9,
                  codec: LatentCodec | None = None, tokenizer: Tokenizer | None = None,
-                 mix: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3)) -> None:
+                 mix: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3),
+                 standalone_captions: bool = False) -> None:
         self.length = length
         self.seed = seed
         self.frame_size = frame_size
@@ -40,6 +46,7 @@ class TripletDataset(Dataset):
         self.codec = codec or LatentCodec()
         self.tokenizer = tokenizer or Tokenizer()
         self.mix = mix
+        self.standalone_captions = standalone_captions
 
     def __len__(self) -> int:
         return self.length
@@ -49,7 +56,11 @@ class TripletDataset(Dataset):
             raise IndexError(index)
         tr = make_triplet(self.seed, index, self.frame_size, self.pixel_frames, self.mix)
         lat = [self.codec.encode(frames_to_tensor(px)) for px in tr.shots]
-        ids, mask = self.tokenizer.encode(tr.caption)
+        caption = tr.caption
+        if self.standalone_captions:
+            st = tr.story
+            caption = grammar.caption(st.characters, st.environments, [], st.shots[tr.shot_ids[2]])
+        ids, mask = self.tokenizer.encode(caption)
         n = lat[0].shape[1]
         codes = [SYNTHETIC.index(s) for s in tr.synthetic]
         return {
@@ -59,7 +70,7 @@ class TripletDataset(Dataset):
             "frame_synthetic": torch.tensor(np.repeat(codes, n), dtype=torch.long),
             "shot_synthetic": torch.tensor(codes, dtype=torch.long),
             "kind": torch.tensor(KINDS.index(tr.kind), dtype=torch.long),
-            "caption": tr.caption,
+            "caption": caption,
         }
 
 

@@ -23,6 +23,9 @@ class TrainConfig:
                                     # fine-tunes Wan); the conditioner is re-inflated from its patch embedding
     # story world
     pixel_frames: int = 9           # frames per shot, 4n+1 (1 = one latent frame per shot: 64 tokens)
+    standalone_captions: bool = False  # caption every target as if it were the story's first shot
+                                    # (every entity described in full): for the text-only base,
+                                    # which sees no memory, like Wan's single-shot pretraining
     latent_norm: bool = False       # model space = per-channel standardised latents (data/latent.py
                                     # WORLD_MEAN/STD), as Wan's DiT sees VAE latents; False = raw codec
     # tiny Wan DiT (head_dim 64)

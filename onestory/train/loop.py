@@ -134,7 +134,8 @@ def train(cfg: TrainConfig, resume: bool = False, log: Optional[callable] = None
         ddp = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
     model.train()
     ds = TripletDataset(length=1 << 40, seed=cfg.seed, pixel_frames=cfg.pixel_frames,
-                        mix=INFLATION_MIX if cfg.inflation else NO_INFLATION_MIX)
+                        mix=INFLATION_MIX if cfg.inflation else NO_INFLATION_MIX,
+                        standalone_captions=cfg.standalone_captions)
     end = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
     loader = DataLoader(ds, batch_sampler=_Batches(start, end, cfg.batch_size, rank, world),
                         num_workers=cfg.workers, persistent_workers=False,
