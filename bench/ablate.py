@@ -86,6 +86,23 @@ def collect(out: Path) -> dict:
     return res
 
 
+def _criterion(res: dict, pattern: str) -> str:
+    """Issue 4's done criterion, stated with the numbers it rests on: both beats last-frame-only
+    on character recall by more than 3x the seed std (the larger of the two configs' stds)."""
+    stats = {}
+    for name in ("both", "last_frame"):
+        stats[name] = _stats([r["patterns"][pattern]["character_recall"] for r in res.get(name, [])
+                              if pattern in r["patterns"]])
+    (mb, sb, nb), (ml, sl, nl) = stats["both"], stats["last_frame"]
+    if nb < 2 or nl < 2:
+        return f"\nDone criterion: needs at least 2 seeds of both and last_frame (have {nb} and {nl})."
+    gap, sd = mb - ml, max(sb, sl)
+    verdict = "**met**" if gap > 3 * sd else "**not met**"
+    return (f"\nDone criterion (character recall, `{pattern}`): selector + conditioner − last frame only = "
+            f"{mb:.4f} − {ml:.4f} = {gap:.4f}; 3 × the larger seed std = 3 × {sd:.4f} = {3 * sd:.4f}; "
+            f"{verdict} (n = {nb} / {nl} seeds).")
+
+
 def report(out: Path, png_path: Path, pattern: str = "insert_recall") -> str:
     res = collect(out)
     lines = []
@@ -105,6 +122,7 @@ def report(out: Path, png_path: Path, pattern: str = "insert_recall") -> str:
                 cells.append("—" if n == 0 else f"{mean:.3f} ± {sd:.3f}" if n > 1 else f"{mean:.3f}")
             cells = [cells[0], cells[3], cells[1], cells[4], cells[5], cells[2]]
             lines.append(f"| {label} | " + " | ".join(cells) + f" | {n} |")
+    lines.append(_criterion(res, pattern))
     text = "\n".join(lines) + "\n"
     _plot(res, png_path, pattern)
     return text

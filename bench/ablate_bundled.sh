@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The bundled demo checkpoint, from seed 0, in one command (CPU; measured ~28 min on the idle
 # 2-core machine: docs/results.md):
-#   1. base DiT pretrained text-only (policy none): 8000 steps, 1-latent-frame shots, Wan's init,
-#      lr 1e-3, 1 training thread + 1 render worker
+#   1. base DiT pretrained text-only (policy none, standalone captions: every entity described,
+#      as the base sees no memory): 8000 steps, 1-latent-frame shots, Wan's init, lr 1e-3,
+#      1 training thread + 1 render worker
 #   2. OneStory fine-tuning (selector + conditioner, budget 1, K 4, shot inflation, decoupled
 #      warm-up 250 steps): FT steps, = the ablation run "both", seed 0
 #   3. copy the (dit, adapter) pair into onestory/assets/
@@ -13,7 +14,8 @@ OUT=${1:-runs}
 FT=${2:-1000}
 export PYTHONPATH=.
 python -m onestory train --out "$OUT/base" --policy none --steps 8000 --batch-size 16 --pixel-frames 1 \
-    --wan-init true --lr 1e-3 --threads 1 --workers 1 --ckpt-every 500 --seed 0 --progress false --resume
+    --wan-init true --lr 1e-3 --standalone-captions true --threads 1 --workers 1 --ckpt-every 500 --seed 0 \
+    --progress false --resume
 mkdir -p "$OUT/base_final" && cp "$OUT/base/checkpoint/dit.safetensors" "$OUT/base_final/dit.safetensors"
 python -m onestory train --out "$OUT/bundled" --init "$OUT/base_final/dit.safetensors" --policy both \
     --budget 1 --k 4 --steps "$FT" --batch-size 16 --decoupled-steps 250 --warmup-lr-steps 50 --threads 1 \
