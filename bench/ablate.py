@@ -167,17 +167,20 @@ def _plot_pil(groups, png: Path) -> None:
     w, h = 1200, 420
     img = Image.new("RGB", (w, h), "white")
     d = ImageDraw.Draw(img)
+    # the same y range as the matplotlib plot: recall values are small, a 0-1 axis hides them
+    top = max([0.0] + [m + sd for _, bars in groups for _, m, sd, _ in bars if not math.isnan(m)])
+    px = 320 / max(0.1, 1.3 * top)
     for gi, (title, bars) in enumerate(groups):
         x0 = 20 + gi * 400
         d.text((x0, 5), title[:60], fill="black")
         for bi, (label, m, sd, n) in enumerate(bars):
             x = x0 + 20 + bi * 90
-            hh = 0 if math.isnan(m) else int(m * 320)
+            hh = 0 if math.isnan(m) else int(m * px)
             d.rectangle([x, 370 - hh, x + 60, 370], fill=(90, 140, 200))
-            d.line([x + 30, 370 - int((m + sd) * 320) if not math.isnan(m) else 370,
-                    x + 30, 370 - int((m - sd) * 320) if not math.isnan(m) else 370], fill="black")
+            d.line([x + 30, 370 - int((m + sd) * px) if not math.isnan(m) else 370,
+                    x + 30, 370 - int((m - sd) * px) if not math.isnan(m) else 370], fill="black")
             d.text((x, 375), label[:14], fill="black")
-            d.text((x, 390), f"{m:.2f} n={n}", fill="black")
+            d.text((x, 390), f"{m:.3f} n={n}", fill="black")
     img.save(png)
 
 
