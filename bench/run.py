@@ -81,7 +81,7 @@ def run(out_dir: str, quick: bool = False, threads: int = 1, hook: bool = True,
          f"{cfg.frames}x{cfg.height}x{cfg.width}, shots {list(cfg.shots)}, {cfg.repeats} rounds, {threads} thread(s)")
     story = Story(cfg)
     _log("[bench] part 1: step time per method and shot")
-    steps = measure_steps(story, cfg, _log, full_history_repeats=3)
+    steps = measure_steps(story, cfg, _log, full_history_repeats=5)
     _log("[bench] part 2: selector + conditioner")
     selection = measure_selection(story, cfg, steps["step_seconds"], _log)
     pipeline = pipeline_check(story, cfg, steps=2 if quick else 3)
