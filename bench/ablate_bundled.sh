@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The bundled demo checkpoint, from seed 0, in one command (CPU; measured ~28 min on the idle
-# 2-core machine: docs/results.md):
+# The bundled demo checkpoint, from seed 0, in one command (CPU; measured ~28 min in session 3 and
+# 17 min in session 4 (base 850 s + fine-tune 160 s) on the 2-core machine: docs/results.md):
 #   1. base DiT pretrained text-only (policy none, standalone captions: every entity described,
 #      as the base sees no memory): 8000 steps, 1-latent-frame shots, Wan's init, lr 1e-3,
 #      1 training thread + 1 render worker
