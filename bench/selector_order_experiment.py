@@ -167,10 +167,9 @@ def main(argv=None) -> int:
               f"random {r['all_shots']['random']:.3f}); per shot "
               + ", ".join(f"{s}: {v['selector']:.2f}" for s, v in r["per_shot"].items()), flush=True)
     if args.generate:
+        from onestory.data.storyworld import latent_states
         from onestory.eval.generate import GenParams
         from onestory.eval.run import evaluate
-
-        from onestory.data.storyworld import latent_states
 
         t = latent_states(model.cfg.pixel_frames)      # latent frames per shot
 
@@ -178,7 +177,8 @@ def main(argv=None) -> int:
             shot = torch.arange(memory.shape[1] // t).repeat_interleave(t)[None].expand(memory.shape[0], -1)
             return score(memory, shot, text, mask)
 
-        model.scores = scores if order is not None else model.scores
+        if order is not None:       # the control's fine-tuned selector is already the model's
+            model.scores = scores
         params = GenParams.for_model(model, steps=20, cfg=3.0, shift=1.0, seed=args.seed)
         with torch.no_grad():
             res["generate"] = evaluate(model, patterns=["insert_recall"], per_pattern=args.probe_stories,
