@@ -53,6 +53,11 @@ class ShotOrder(nn.Module):
         return self.tokens(shot), self.pooled(shot)
 
 
+def shot_ordinals(shots: int, per_shot: int, batch: int = 1) -> torch.Tensor:
+    """"b (s t)": the shot ordinal of every memory frame, shot-major as the memory is stored."""
+    return torch.arange(shots).repeat_interleave(per_shot)[None].expand(batch, -1)
+
+
 def scorer(selector, order: ShotOrder | None):
     """scores "b f" of memory "b f c h w" whose frames belong to shot ordinals "b f"."""
     from onestory.selector import MemoryEncoding
@@ -75,7 +80,7 @@ def render(model, n: int):
 
     codec, tok = LatentCodec(), Tokenizer()
     lat, ids, masks, rels = [], [], [], []
-    for i in range(n):   # a training-split range the 3-shot sampler does not reach in these runs
+    for i in range(n):   # training split: never an evaluation story
         st = make_story(story_seed("train", 5_000_000 + i), PATTERN_NAMES[i % 3], pixel_frames=model.cfg.pixel_frames)
         lat.append(torch.stack([codec.encode(frames_to_tensor(st.render_shot(k))) for k in range(len(st.shots))]))
         a, m = tok.encode_batch(st.captions)
@@ -105,7 +110,7 @@ def train_selector(model, order: ShotOrder | None, data, steps: int, batch: int,
         s = 1 + int(torch.randint(shots - 1, (1,), generator=g))
         pick = [valid[s][j] for j in torch.randint(len(valid[s]), (batch,), generator=g).tolist()]
         memory = lat[pick, :s].transpose(2, 3).flatten(1, 2)          # "b (s t) c h w"
-        shot = torch.arange(s).repeat_interleave(t)[None].expand(len(pick), -1)
+        shot = shot_ordinals(s, t, len(pick))
         y = torch.from_numpy(np.stack([rels[i][s] for i in pick]))
         sc = score(memory, shot, text[pick, s], mask[pick, s])
         loss = ((sc - y) ** 2).mean()
@@ -156,8 +161,7 @@ def main(argv=None) -> int:
     score = scorer(model.selector, order)
 
     def fn(story, s, memory, text, mask):
-        t = memory.shape[1] // s
-        return score(memory, torch.arange(s).repeat_interleave(t)[None], text, mask)[0].detach()
+        return score(memory, shot_ordinals(s, memory.shape[1] // s), text, mask)[0].detach()
 
     res["probe"] = {}
     for pattern in ("insert_recall", "composition", "consistency"):
@@ -174,8 +178,7 @@ def main(argv=None) -> int:
         t = latent_states(model.cfg.pixel_frames)      # latent frames per shot
 
         def scores(memory, text, mask):
-            shot = torch.arange(memory.shape[1] // t).repeat_interleave(t)[None].expand(memory.shape[0], -1)
-            return score(memory, shot, text, mask)
+            return score(memory, shot_ordinals(memory.shape[1] // t, t, memory.shape[0]), text, mask)
 
         if order is not None:       # the control's fine-tuned selector is already the model's
             model.scores = scores
