@@ -51,7 +51,8 @@ def run_one(name: str, seed: int, args) -> dict:
 
     from onestory.train.checkpoint import base_architecture
 
-    over = {"budget": args.budget, "k": args.k, "lr": args.lr, **CONFIGS[name][2]}
+    over = {"budget": args.budget, "k": args.k, "lr": args.lr, "sel_shots": args.sel_shots,
+            "sel_story_batch": args.sel_story_batch, **CONFIGS[name][2]}
     if over.get("decoupled_steps", None) is None:
         over["decoupled_steps"] = args.warm
     arch = base_architecture(args.init) if args.init else {}
@@ -196,6 +197,9 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", type=float, default=1.0, help="context budget of every config but group (c)'s")
     ap.add_argument("--k", type=int, default=4, help="kept frames (policies both / conditioner)")
     ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--sel-shots", type=int, default=0, help="selector shot-order slots (0 = content-only selector)")
+    ap.add_argument("--sel-story-batch", type=int, default=0,
+                    help="extra story-prefix L_sel items per step (0 = 3-shot samples only)")
     ap.add_argument("--workers", type=int, default=0, help="DataLoader render workers per run (1 moves rendering to another core)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run (1: two runs share the 2 cores best)")
     ap.add_argument("--patterns", nargs="+", default=["insert_recall"])

@@ -51,9 +51,16 @@ class SelectorMeta:
     num_queries: int
     heads: int
     spatial_stride: int
+    max_shots: int = 0      # shot-order embedding slots; 0 (files before it existed) = none
 
     def __post_init__(self) -> None:
         for f in fields(self):
+            if f.name == "max_shots":
+                if isinstance(self.max_shots, bool) or not isinstance(self.max_shots, int) \
+                        or self.max_shots < 0:
+                    raise OneStoryError(f"selector.max_shots must be an integer >= 0, "
+                                        f"got {self.max_shots!r}")
+                continue
             _pos_int(getattr(self, f.name), f"selector.{f.name}")
         if self.width % self.heads:
             raise OneStoryError(f"selector.width {self.width} is not divisible by "
@@ -114,6 +121,8 @@ class AdapterMeta:
     def to_json(self) -> dict:
         d = asdict(self)
         d["kernels"] = [list(k) for k in self.kernels]
+        if d["selector"] is not None and not d["selector"]["max_shots"]:
+            del d["selector"]["max_shots"]   # order-free files stay readable by older versions
         return d
 
     @staticmethod
@@ -267,7 +276,7 @@ class OneStoryAdapter:
             s = meta.selector
             selector = FrameSelector(meta.latent_channels, meta.text_dim, width=s.width,
                                      num_queries=s.num_queries, heads=s.heads,
-                                     spatial_stride=s.spatial_stride)
+                                     spatial_stride=s.spatial_stride, max_shots=s.max_shots)
         return OneStoryAdapter(meta, conditioner, selector)
 
     @staticmethod
@@ -288,7 +297,7 @@ class OneStoryAdapter:
                     f"{cfg['text_dim']}, but the conditioner has {conditioner.latent_channels} "
                     f"channels and text_dim is {text_dim}; build both for the same backbone")
             sel_meta = SelectorMeta(cfg["width"], cfg["num_queries"], cfg["heads"],
-                                    cfg["spatial_stride"])
+                                    cfg["spatial_stride"], cfg["max_shots"])
         meta = AdapterMeta(backbone=backbone, model_dim=conditioner.dim, text_dim=text_dim,
                            latent_channels=conditioner.latent_channels, kernels=conditioner.kernels,
                            default_budget=default_budget, default_k=default_k, selector=sel_meta,

@@ -243,6 +243,15 @@ class FrameSelector(nn.Module):
     s  = φ_P(M1) · LN(Q'')ᵀ / sqrt(width)       φ_P: per-frame mean pool -> Linear(width, width)
     S  = mean over the m queries                -> "b f"
 
+    With ``max_shots > 0`` (an addition to the paper, see docs/results.md "Session 5") the
+    selector also knows the order of the shots: learned embeddings of each frame's shot ordinal
+    (0 = the first shot; ordinals ≥ max_shots share the last slot) are added to that frame's M1
+    tokens and to its φ_P vector before the memory attention. Captions refer to what came
+    before by order ("the second figure", "back in the first room"), which a content-only,
+    permutation-equivariant scorer cannot resolve. The embeddings start at zero (the plain
+    selector) and are applied after `encode_memory`, so per-frame encodings stay caption- and
+    order-independent and the bank cache is unaffected.
+
     The final LayerNorm and the 1/sqrt(width) keep initial scores O(1) whatever the width
     (L_sel regresses them onto cosine-scale pseudo-labels in [-1, 1]).
 
@@ -255,13 +264,17 @@ class FrameSelector(nn.Module):
     memory_cache_max_bytes: int = 256 * 2**20
 
     def __init__(self, latent_channels: int = 16, text_dim: int = 4096, width: int = 1024,
-                 num_queries: int = 16, heads: int = 8, spatial_stride: int = 8):
+                 num_queries: int = 16, heads: int = 8, spatial_stride: int = 8,
+                 max_shots: int = 0):
         super().__init__()
         for name, value in (("latent_channels", latent_channels), ("text_dim", text_dim),
                             ("width", width), ("num_queries", num_queries), ("heads", heads),
                             ("spatial_stride", spatial_stride)):
             if isinstance(value, bool) or int(value) != value or value < 1:
                 raise OneStoryError(f"FrameSelector {name}={value!r} must be an integer >= 1")
+        if isinstance(max_shots, bool) or int(max_shots) != max_shots or max_shots < 0:
+            raise OneStoryError(f"FrameSelector max_shots={max_shots!r} must be an integer >= 0 "
+                                "(0 = no shot-order embedding)")
         if width % heads:
             raise OneStoryError(f"FrameSelector width={width} must be divisible by heads={heads}")
         self.latent_channels = int(latent_channels)
@@ -278,17 +291,46 @@ class FrameSelector(nn.Module):
         self.memory_attn = _CrossAttention(width, heads)
         self.frame_proj = nn.Linear(width, width)                           # φ_P
         self.out_norm = nn.LayerNorm(width)
+        self.max_shots = int(max_shots)
+        if self.max_shots:
+            self.shot_tokens = nn.Embedding(self.max_shots, width)    # added to M1 tokens
+            self.shot_pooled = nn.Embedding(self.max_shots, width)    # added to φ_P(M1)
+            nn.init.zeros_(self.shot_tokens.weight)
+            nn.init.zeros_(self.shot_pooled.weight)
         self._bank_cache: _BankCache | None = None
 
     def extra_repr(self) -> str:
         return (f"latent_channels={self.latent_channels}, text_dim={self.text_dim}, "
                 f"width={self.width}, num_queries={self.num_queries}, heads={self.heads}, "
-                f"spatial_stride={self.spatial_stride}")
+                f"spatial_stride={self.spatial_stride}, max_shots={self.max_shots}")
 
     def config(self) -> dict:
         return {"latent_channels": self.latent_channels, "text_dim": self.text_dim,
                 "width": self.width, "num_queries": self.num_queries, "heads": self.heads,
-                "spatial_stride": self.spatial_stride}
+                "spatial_stride": self.spatial_stride, "max_shots": self.max_shots}
+
+    @property
+    def uses_shot_order(self) -> bool:
+        return self.max_shots > 0
+
+    def _check_shots(self, shots: Tensor | None, lead: tuple[int, ...]) -> Tensor | None:
+        """shots: the 0-based shot ordinal of every memory frame, shape ``lead`` ("b f" or "f")."""
+        if not self.max_shots:
+            return None      # an order-free selector ignores ordinals
+        if shots is None:
+            raise OneStoryError(
+                "this FrameSelector was trained with shot order (max_shots="
+                f"{self.max_shots}): pass shots, the 0-based shot ordinal of every memory frame "
+                "(e.g. from MemoryBank.records[i].shot)")
+        shots = torch.as_tensor(shots)
+        if tuple(shots.shape) != tuple(lead):
+            raise ShapeError(f"shots has shape {tuple(shots.shape)}; expected {tuple(lead)} "
+                             "(one shot ordinal per memory frame)")
+        if shots.dtype.is_floating_point or shots.dtype == torch.bool:
+            raise OneStoryError(f"shots must be integer shot ordinals, got dtype {shots.dtype}")
+        if shots.numel() and int(shots.min()) < 0:
+            raise OneStoryError("shots holds a negative ordinal; shot ordinals count from 0")
+        return shots.to(self.queries.device).clamp(max=self.max_shots - 1)
 
     def _check(self, memory, text, text_mask, frame_mask):
         if not isinstance(memory, Tensor) or memory.ndim != 5:
@@ -342,13 +384,15 @@ class FrameSelector(nn.Module):
         return text_mask, frame_mask
 
     def forward(self, memory: Tensor, text: Tensor, text_mask: Tensor | None = None,
-                frame_mask: Tensor | None = None) -> Tensor:
-        """memory "b f c h w" (model space), text "b l d_t", masks True = real -> scores "b f".
+                frame_mask: Tensor | None = None, shots: Tensor | None = None) -> Tensor:
+        """memory "b f c h w" (model space), text "b l d_t", masks True = real, shots "b f"
+        (shot ordinals; needed iff ``max_shots > 0``) -> scores "b f".
 
         Masked (padded) frames take no part in the attention and get score 0.
         """
         text_mask, frame_mask = self._check(memory, text, text_mask, frame_mask)
-        return self._score(self.encode_memory(memory), text, text_mask, frame_mask)
+        shots = self._check_shots(shots, tuple(memory.shape[:2]))
+        return self._score(self.encode_memory(memory), text, text_mask, frame_mask, shots)
 
     def encode_memory(self, memory: Tensor) -> MemoryEncoding:
         """memory "b f c h w" (model space) -> its `MemoryEncoding` (M1 and φ_P per frame);
@@ -369,7 +413,7 @@ class FrameSelector(nn.Module):
         return MemoryEncoding(m1, self.frame_proj(m1.mean(dim=-2)))   # φ_P(M1) "b f w"
 
     def score_encoded(self, encoding: MemoryEncoding, text: Tensor, text_mask: Tensor | None = None,
-                      frame_mask: Tensor | None = None) -> Tensor:
+                      frame_mask: Tensor | None = None, shots: Tensor | None = None) -> Tensor:
         """Scores "b f" of an encoded memory for caption tokens ``text`` "b l d_t" (masks as in
         `forward`); ``score_encoded(encode_memory(m), t)`` equals ``forward(m, t)``."""
         tokens = encoding.tokens
@@ -383,15 +427,20 @@ class FrameSelector(nn.Module):
             raise ShapeError("encoding is empty (f = 0): add at least one shot to the memory bank "
                              "before selecting frames")
         text_mask, frame_mask = self._check_text(b, f, text, text_mask, frame_mask)
-        return self._score(encoding, text, text_mask, frame_mask)
+        shots = self._check_shots(shots, (b, f))
+        return self._score(encoding, text, text_mask, frame_mask, shots)
 
     def _score(self, encoding: MemoryEncoding, text: Tensor, text_mask: Tensor | None,
-               frame_mask: Tensor | None) -> Tensor:
+               frame_mask: Tensor | None, shots: Tensor | None = None) -> Tensor:
         """Batched ("b ..." inputs, masks allowed) or, for one bank, unbatched (tokens "f n w",
-        pooled "f w", text "l d_t", no masks) -> scores "b f" or "f"."""
+        pooled "f w", text "l d_t", no masks) -> scores "b f" or "f". ``shots`` ("b f" / "f",
+        checked) adds the shot-order embeddings."""
         ref = self.queries
         text = text.to(device=ref.device, dtype=ref.dtype)
         m1, g = encoding.tokens, encoding.pooled
+        if shots is not None:
+            m1 = m1 + self.shot_tokens(shots).unsqueeze(-2)
+            g = g + self.shot_pooled(shots)
         *lead, f, n, _ = m1.shape
 
         q = self.queries.expand(*lead, -1, -1) if lead else self.queries
@@ -496,7 +545,8 @@ class FrameSelector(nn.Module):
                 self._bank_cache = _BankCache(keys, tokens, pooled, norm, weights)
             else:
                 self._bank_cache = None
-        return self._score(MemoryEncoding(tokens, pooled), text, None, None).float().cpu()
+        shots = self._check_shots(torch.tensor([r.shot for r in bank.records]), (bank.num_frames,))
+        return self._score(MemoryEncoding(tokens, pooled), text, None, None, shots).float().cpu()
 
 
 # --------------------------------------------------------------------------------------------

@@ -270,7 +270,7 @@ def test_selector_output_shape(h, w):
 def test_selector_defaults_match_contract():
     s = FrameSelector()
     assert s.config() == {"latent_channels": 16, "text_dim": 4096, "width": 1024,
-                          "num_queries": 16, "heads": 8, "spatial_stride": 8}
+                          "num_queries": 16, "heads": 8, "spatial_stride": 8, "max_shots": 0}
     assert s.queries.shape == (16, 1024)
     assert s.memory_proj.kernel_size == (8, 8) and s.memory_proj.stride == (8, 8)
 

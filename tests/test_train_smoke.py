@@ -39,7 +39,7 @@ def test_selector_gets_no_gradient_from_shot_loss():
     x0 = batch["shot3"]
     sigma = sample_sigma(4, g)
     xt, target = noisy(x0, torch.randn(x0.shape, generator=g), sigma)
-    v, scores, labels, ctx = model(batch, xt, sigma, torch.zeros(4, dtype=torch.bool), "both", g)
+    v, scores, labels, ctx, _ = model(batch, xt, sigma, torch.zeros(4, dtype=torch.bool), "both", g)
     assert ctx.tokens is not None and ctx.tokens.shape[1] > 0
     shot_loss(v, target).backward(retain_graph=True)
     for p in model.selector.parameters():

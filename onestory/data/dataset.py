@@ -107,3 +107,54 @@ class EvalStoryDataset(Dataset):
         ids, mask = self.tokenizer.encode_batch(story.captions)
         return {"story": story, "pattern": pattern, "latents": latents, "tokens": ids,
                 "token_mask": mask, "captions": list(story.captions)}
+
+
+#: Story indices of `StoryPrefixPool` start here (training split, apart from the triplets').
+PREFIX_POOL_BASE = 1 << 39
+
+
+class StoryPrefixPool:
+    """Whole six-shot training-split stories, rendered once, for L_sel on story-length memory.
+
+    A 3-shot training sample gives the selector two memory shots; at evaluation it ranks up to
+    five. `batch(s, index)` returns, for stories ``index`` and target shot ``s`` (1..5):
+    memory "b (s t) c h w" (shots 0..s-1, bank space), the target's caption tokens "b l" and
+    mask "b l", and `storyworld.relevance` labels "b (s t)". Patterns alternate (i mod 3).
+    """
+
+    def __init__(self, count: int, seed: int = 0, frame_size: int = 32, pixel_frames: int = 9,
+                 codec: LatentCodec | None = None, tokenizer: Tokenizer | None = None) -> None:
+        if count < 1:
+            raise ValueError(f"StoryPrefixPool count={count}: need at least one story")
+        from .storyworld import relevance
+
+        codec = codec or LatentCodec()
+        tok = tokenizer or Tokenizer()
+        lat, ids, masks, rels = [], [], [], []
+        for i in range(count):
+            st = make_story(story_seed("train", PREFIX_POOL_BASE + seed * count + i),
+                            PATTERN_NAMES[i % len(PATTERN_NAMES)], frame_size, pixel_frames)
+            lat.append(torch.stack([codec.encode(frames_to_tensor(st.render_shot(k)))
+                                    for k in range(len(st.shots))]))
+            enc = [tok.encode(c) for c in st.captions]
+            ids.append(torch.stack([a for a, _ in enc]))
+            masks.append(torch.stack([m for _, m in enc]))
+            rels.append([torch.from_numpy(relevance(st.shots[:s], st.shots[s]))
+                         for s in range(1, len(st.shots))])
+        self.latents = torch.stack(lat)            # "n s c t h w"
+        self.tokens = torch.stack(ids)             # "n s l"
+        self.token_mask = torch.stack(masks)       # "n s l"
+        self.relevance = rels                      # [n][s-1] -> "(s t)"
+        self.shots = self.latents.shape[1]
+
+    def __len__(self) -> int:
+        return self.latents.shape[0]
+
+    def batch(self, s: int, index: Sequence[int]) -> dict[str, torch.Tensor]:
+        if not 1 <= s < self.shots:
+            raise ValueError(f"target shot {s} out of range 1..{self.shots - 1}")
+        idx = torch.as_tensor(list(index), dtype=torch.long)
+        mem = self.latents[idx, :s]                                   # "b s c t h w"
+        return {"memory": mem.transpose(2, 3).flatten(1, 2),          # "b (s t) c h w"
+                "tokens": self.tokens[idx, s], "token_mask": self.token_mask[idx, s],
+                "relevance": torch.stack([self.relevance[i][s - 1] for i in idx.tolist()])}

@@ -9,7 +9,7 @@ story keeps its own kept frames, tiers and RoPE positions ("b n 3").
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -48,9 +48,15 @@ class StoryRun:
     selections: list[Optional[dict]] = field(default_factory=list)   # per shot: kept, scores, tiers
 
 
+#: score_fn(stories, shot, memory "b f c h w", text "b l d", mask "b l") -> scores "b f"
+ScoreFn = Callable[[Sequence[Story], int, Tensor, Tensor, Tensor], Tensor]
+
+
 @torch.no_grad()
 def generate_batch(model: StoryModel, stories: Sequence[Story], params: GenParams,
-                   tokenizer: Optional[Tokenizer] = None) -> list[StoryRun]:
+                   tokenizer: Optional[Tokenizer] = None, score_fn: Optional[ScoreFn] = None) -> list[StoryRun]:
+    """``score_fn`` replaces the model's selector for the learned policies (analysis: e.g.
+    ground-truth relevance as scores, bench/selection_oracle.py)."""
     tok = tokenizer or Tokenizer()
     b = len(stories)
     shots = len(stories[0].shots)
@@ -66,7 +72,8 @@ def generate_batch(model: StoryModel, stories: Sequence[Story], params: GenParam
         if memory is not None:
             f = memory.shape[1]
             if params.policy in ("both", "selector"):
-                scores = model.scores(memory, text, mask)
+                scores = (model.scores(memory, text, mask) if score_fn is None
+                          else score_fn(stories, s, memory, text, mask))
             ranked = [rank_frames(params.policy, f, params.k, None if scores is None else scores[i])
                       for i in range(b)]
             ctx = model.context(memory, ranked, params.budget)

@@ -26,7 +26,8 @@ KEYS = ("char_hit", "char_n", "env_hit", "env_n", "cap_hit", "cap_n",
 
 def story_metrics(story: Story, latents: Sequence, readings=None,
                   frames: Optional[Sequence[int]] = None) -> dict:
-    """Counts for one story; also per-shot character counts ("shot{s}_char_hit/_n").
+    """Counts for one story; also per-shot counts ("shot{s}_char_hit/_n", "shot{s}_colour_hit",
+    "shot{s}_env_hit/_n": where in a story memory is used).
     `frames`: latent frames of each shot to read (default all; the cast and room are the same in
     every frame of a shot, so reading fewer only changes the sample size, not what is measured)."""
     c: Counter = Counter()
@@ -55,6 +56,7 @@ def story_metrics(story: Story, latents: Sequence, readings=None,
                         near = min(rd.characters, key=lambda r: abs(r.x + r.size / 2 - cx))
                         c["shape_hit"] += near.character.shape == ch.shape
                         c["colour_hit"] += near.character.colour == ch.colour
+                        c[f"shot{s + 1}_colour_hit"] += near.character.colour == ch.colour
                         c["pattern_hit"] += near.character.pattern == ch.pattern
                 else:
                     c["cap_n"] += 1
@@ -63,6 +65,8 @@ def story_metrics(story: Story, latents: Sequence, readings=None,
             if shot.environment in seen_envs:
                 c["env_n"] += 1
                 c["env_hit"] += env_ok
+                c[f"shot{s + 1}_env_n"] += 1
+                c[f"shot{s + 1}_env_hit"] += env_ok
             else:
                 c["cap_n"] += 1
                 c["cap_hit"] += env_ok
@@ -88,4 +92,7 @@ def aggregate(counts: Iterable[dict]) -> dict[str, float]:
     for s in range(1, 7):
         if tot[f"shot{s}_char_n"]:
             out[f"shot{s}_character_recall"] = r(f"shot{s}_char_hit", f"shot{s}_char_n")
+            out[f"shot{s}_colour_acc"] = r(f"shot{s}_colour_hit", f"shot{s}_char_n")
+        if tot[f"shot{s}_env_n"]:
+            out[f"shot{s}_environment_recall"] = r(f"shot{s}_env_hit", f"shot{s}_env_n")
     return out

@@ -12,13 +12,13 @@ from ..data.dataset import eval_stories
 from ..data.storyworld import PATTERN_NAMES
 from ..train.checkpoint import load_model
 from ..train.model import StoryModel
-from .generate import GenParams, generate_batch
+from .generate import GenParams, ScoreFn, generate_batch
 from .metrics import aggregate, story_metrics
 
 
 def evaluate(model: StoryModel, patterns: Sequence[str] = PATTERN_NAMES, per_pattern: int = 100,
              params: Optional[GenParams] = None, batch: int = 50, progress: bool = True,
-             frames: Optional[Sequence[int]] = None) -> dict:
+             frames: Optional[Sequence[int]] = None, score_fn: Optional[ScoreFn] = None) -> dict:
     params = params or GenParams.for_model(model)
     model.eval()
     results: dict = {"params": params.__dict__, "frames_read": frames, "patterns": {}}
@@ -27,7 +27,7 @@ def evaluate(model: StoryModel, patterns: Sequence[str] = PATTERN_NAMES, per_pat
         stories = eval_stories(pattern, per_pattern, pixel_frames=model.cfg.pixel_frames)
         counts = []
         for i in range(0, len(stories), batch):
-            runs = generate_batch(model, stories[i:i + batch], params)
+            runs = generate_batch(model, stories[i:i + batch], params, score_fn=score_fn)
             counts += [story_metrics(r.story, r.latents, frames=frames) for r in runs]
         res = aggregate(counts)
         res["seconds"] = round(time.perf_counter() - t0, 1)

@@ -40,6 +40,13 @@ class TrainConfig:
     sel_queries: int = 4
     sel_heads: int = 2
     sel_stride: int = 4
+    sel_shots: int = 0              # shot-order embedding slots of the selector (0 = content only,
+                                    # the paper's selector); see FrameSelector
+    sel_story_batch: int = 0        # extra L_sel items per step whose memory is a whole story
+                                    # prefix (shots 1..s-1 of a six-shot story, s in 2..6), so the
+                                    # selector learns to rank memories as long as evaluation's;
+                                    # 0 = L_sel on the 3-shot samples only (the paper)
+    sel_story_pool: int = 2000      # training-split stories rendered once for those items
     time_gap: float = 1.0           # one empty RoPE time step between memory and the new shot
     # memory mechanism
     policy: str = "both"            # both | selector | conditioner | last_frame (ablation (a)) | none
@@ -69,6 +76,8 @@ class TrainConfig:
             raise ValueError(f"pixel_frames={self.pixel_frames}: need 4n+1 (1, 5, 9, ...)")
         if self.steps < 0 or self.batch_size < 1:
             raise ValueError("steps must be >= 0 and batch_size >= 1")
+        if self.sel_shots < 0 or self.sel_story_batch < 0 or self.sel_story_pool < 1:
+            raise ValueError("sel_shots and sel_story_batch must be >= 0, sel_story_pool >= 1")
 
     @property
     def effective_k(self) -> int:

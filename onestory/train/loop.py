@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from ..data.dataset import TripletDataset
+from ..data.dataset import StoryPrefixPool, TripletDataset
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .losses import noisy, sample_sigma, selector_loss, shot_loss
@@ -75,7 +75,18 @@ def policy_at(cfg: TrainConfig, step: int) -> str:
     return "uniform" if cfg.learned and step < cfg.decoupled_steps else cfg.policy
 
 
-def train_step(model, ddp, optimizer, cfg: TrainConfig, batch: dict, step: int, rank: int) -> dict:
+def story_batch(cfg: TrainConfig, pool: Optional[StoryPrefixPool], step: int, rank: int) -> Optional[dict]:
+    """This step's story-prefix L_sel items (own generator: the other draws of a step do not
+    depend on whether they are on)."""
+    if pool is None or not cfg.sel_story_batch or not cfg.learned:
+        return None
+    g = torch.Generator().manual_seed(((cfg.seed * 1_000_003 + step) * 64 + rank) * 2 + 1)
+    s = 1 + int(torch.randint(pool.shots - 1, (1,), generator=g))
+    return pool.batch(s, torch.randint(len(pool), (cfg.sel_story_batch,), generator=g).tolist())
+
+
+def train_step(model, ddp, optimizer, cfg: TrainConfig, batch: dict, step: int, rank: int,
+               pool: Optional[StoryPrefixPool] = None) -> dict:
     g = step_generator(cfg, step, rank)
     x0 = model.norm.to_model(batch["shot3"])
     b = x0.shape[0]
@@ -84,9 +95,13 @@ def train_step(model, ddp, optimizer, cfg: TrainConfig, batch: dict, step: int, 
     drop = torch.rand(b, generator=g) < cfg.text_dropout
     x_noisy, target = noisy(x0, noise, sigma)
     policy = policy_at(cfg, step)
-    v, scores, labels, ctx = ddp(batch, x_noisy, sigma, drop, policy, g)
+    story = story_batch(cfg, pool, step, rank)
+    v, scores, labels, ctx, story_scores = ddp(batch, x_noisy, sigma, drop, policy, g, story)
     l_shot = shot_loss(v, target)
     l_sel = selector_loss(scores, labels) if scores is not None else torch.zeros(())
+    if story_scores is not None:    # the two L_sel terms weigh equally
+        l_story = selector_loss(story_scores, story["relevance"])
+        l_sel = 0.5 * (l_sel + l_story)
     loss = l_shot + cfg.sel_weight * l_sel if scores is not None else l_shot
     for group in optimizer.param_groups:
         group["lr"] = lr_at(cfg, step)
@@ -108,6 +123,12 @@ def train_step(model, ddp, optimizer, cfg: TrainConfig, batch: dict, step: int, 
         rel = labels
         top = scores.detach().argmax(1)
         out["sel_top1"] = (rel.gather(1, top[:, None])[:, 0] >= rel.max(1).values - 1e-6).float().mean().item()
+    if story_scores is not None:   # top-1 on story prefixes that have a relevant frame
+        rel = story["relevance"]
+        has = rel.max(1).values > 0
+        hit = rel.gather(1, story_scores.detach().argmax(1)[:, None])[:, 0] >= rel.max(1).values - 1e-6
+        out["l_sel_story"] = l_story.item()
+        out["sel_story_top1"] = hit[has].float().mean().item() if bool(has.any()) else float("nan")
     return out
 
 
@@ -136,6 +157,9 @@ def train(cfg: TrainConfig, resume: bool = False, log: Optional[callable] = None
     ds = TripletDataset(length=1 << 40, seed=cfg.seed, pixel_frames=cfg.pixel_frames,
                         mix=INFLATION_MIX if cfg.inflation else NO_INFLATION_MIX,
                         standalone_captions=cfg.standalone_captions)
+    pool = None
+    if cfg.sel_story_batch and cfg.learned and start < cfg.steps:
+        pool = StoryPrefixPool(cfg.sel_story_pool, cfg.seed, pixel_frames=cfg.pixel_frames)
     end = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
     loader = DataLoader(ds, batch_sampler=_Batches(start, end, cfg.batch_size, rank, world),
                         num_workers=cfg.workers, persistent_workers=False,
@@ -149,7 +173,7 @@ def train(cfg: TrainConfig, resume: bool = False, log: Optional[callable] = None
     step = start
     for step, batch in enumerate(loader, start=start):
         ts = time.perf_counter()
-        rec = train_step(model, ddp, optimizer, cfg, batch, step, rank)
+        rec = train_step(model, ddp, optimizer, cfg, batch, step, rank, pool)
         rec["sec"] = round(time.perf_counter() - ts, 4)
         rec["elapsed"] = round(time.perf_counter() - t0, 2)
         rec["world"] = world

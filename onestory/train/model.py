@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from ..conditioner import AdaptiveConditioner, solve_budget
 from ..data.latent import WORLD_MEAN, WORLD_STD
+from ..data.storyworld import latent_states
 from ..data.text import TextEncoder, Tokenizer
 from ..latent import LatentNormalization
 from ..selector import FrameSelector
@@ -51,7 +52,7 @@ class StoryModel(nn.Module):
         self.conditioner = conditioner
         self.selector = selector if selector is not None else FrameSelector(
             16, cfg.text_dim, width=cfg.sel_width, num_queries=cfg.sel_queries, heads=cfg.sel_heads,
-            spatial_stride=cfg.sel_stride)
+            spatial_stride=cfg.sel_stride, max_shots=cfg.sel_shots)
         self.text = TextEncoder(cfg.text_dim, len(Tokenizer()))   # frozen (buffers only)
         # bank space = the codec's latents (what the reader decodes); model space = what the DiT,
         # selector and conditioner see - the same split as ComfyUI's VAE latents vs process_latent_in
@@ -82,8 +83,18 @@ class StoryModel(nn.Module):
             raise ValueError("items produced different context token counts")
         return BatchContext(torch.stack(toks), torch.stack(poss), kept, tiers)
 
+    def shot_ordinals(self, memory: Tensor) -> Tensor:
+        """"b f": the shot ordinal of every frame of a story-ordered memory "b f c h w" (every
+        shot has the same number of latent frames)."""
+        t = latent_states(self.cfg.pixel_frames)
+        b, f = memory.shape[:2]
+        if f % t:
+            raise ValueError(f"memory has {f} frames, not a whole number of {t}-frame shots")
+        return torch.arange(f // t, device=memory.device).repeat_interleave(t).expand(b, f)
+
     def scores(self, memory: Tensor, text: Tensor, mask: Tensor) -> Tensor:
-        return self.selector(memory, text, mask)
+        shots = self.shot_ordinals(memory) if self.selector.uses_shot_order else None
+        return self.selector(memory, text, mask, shots=shots)
 
     def velocity(self, x: Tensor, sigma: Tensor, text: Tensor, ctx: BatchContext) -> Tensor:
         return self.dit(x, sigma * 1000.0, text, ctx_tokens=ctx.tokens, ctx_positions=ctx.positions)
@@ -91,8 +102,11 @@ class StoryModel(nn.Module):
     # ---- training forward (what DDP wraps) -------------------------------------------------
 
     def forward(self, batch: dict, x_noisy: Tensor, sigma: Tensor, drop_text: Tensor, policy: str,
-                generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor, BatchContext]:
-        """-> (v_pred, selector scores "b f", L_sel-ready labels "b f", context)."""
+                generator: torch.Generator, story: Optional[dict] = None
+                ) -> tuple[Tensor, Tensor, Tensor, BatchContext, Optional[Tensor]]:
+        """-> (v_pred, selector scores "b f", L_sel-ready labels "b f", context, scores of the
+        story-prefix items "b' f'" or None). `story`: a `StoryPrefixPool.batch` (inside forward
+        so that DDP sees one use of the selector per step)."""
         memory = self.norm.to_model(torch.cat([batch["shot1"], batch["shot2"]], dim=2)).transpose(1, 2)   # "b f c h w"
         text = self.text(batch["tokens"], batch["token_mask"])
         mask = batch["token_mask"]
@@ -105,7 +119,12 @@ class StoryModel(nn.Module):
         ctx = self.context(memory, ranked, self.cfg.budget)
         cond = text * (~drop_text).to(text.dtype)[:, None, None]
         v = self.velocity(x_noisy, sigma, cond, ctx)
-        return v, scores, batch["relevance"], ctx
+        story_scores = None
+        if story is not None:
+            s_mem = self.norm.to_model(story["memory"], channel_dim=2)
+            s_text = self.text(story["tokens"], story["token_mask"])
+            story_scores = self.scores(s_mem, s_text, story["token_mask"])
+        return v, scores, batch["relevance"], ctx, story_scores
 
 
 def rank_frames_item(policy, f, k, scores, real, generator):
