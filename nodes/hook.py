@@ -166,11 +166,19 @@ def wan_diffusion_model(model) -> Any:
     return dm
 
 
+def _under_ours(patch: Any) -> Any:
+    while isinstance(patch, ContextBlock):
+        patch = patch.prev
+    return patch
+
+
 def apply_context(model, tokens: Tensor, positions: Tensor, in_negative: bool = True):
     """Clone `model` and install the context hook on every block. The input MODEL is untouched.
 
     A MODEL that already carries a OneStory context is re-patched (its context replaced, the
     replaces that were under ours kept), so chaining two Apply Context nodes is not additive.
+    An empty context (the first shot of a story) installs nothing and removes a OneStory context
+    the MODEL carried: the clone then runs ComfyUI's unpatched path, at no cost per step.
     """
     import comfy.patcher_extension as pe
 
@@ -178,14 +186,22 @@ def apply_context(model, tokens: Tensor, positions: Tensor, in_negative: bool = 
     if tokens.shape[0] and tokens.shape[1] != dm.dim:
         raise ValueError(f"context tokens have width {tokens.shape[1]} but the MODEL's blocks are "
                          f"{dm.dim} wide; the adapter was made for another backbone.")
-    m = model.clone()
+    ContextWrapper(tokens, positions, in_negative)       # validates the shapes in both cases
+    m = model.clone()     # clone copies model_options' nested dicts: editing them is private
     m.remove_wrappers_with_key(pe.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY)
     last = len(dm.blocks) - 1
     replaces = m.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {})
+    if tokens.shape[0] == 0:
+        for key, patch in list(replaces.items()):
+            if isinstance(patch, ContextBlock):
+                prev = _under_ours(patch)
+                if prev is None:
+                    del replaces[key]
+                else:
+                    replaces[key] = prev
+        return m
     for i in range(len(dm.blocks)):
-        prev = replaces.get(("double_block", i))
-        while isinstance(prev, ContextBlock):
-            prev = prev.prev
+        prev = _under_ours(replaces.get(("double_block", i)))
         m.set_model_patch_replace(ContextBlock(i, last, prev), "dit", "double_block", i)
     m.add_wrapper_with_key(pe.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY,
                            ContextWrapper(tokens, positions, in_negative))

@@ -151,9 +151,11 @@ def test_empty_context_is_bit_identical_to_unpatched(name):
     _, p = models(cfg)
     empty = Context.empty(cfg.dim)
     patched = hook.apply_context(p, empty.tokens, empty.positions)
-    # the hook is really installed (so the test exercises the replace path, not a no-op)
-    replaces = patched.model_options["transformer_options"]["patches_replace"]["dit"]
-    assert all(isinstance(replaces[("double_block", i)], hook.ContextBlock) for i in range(cfg.num_layers))
+    # nothing is installed: the clone runs ComfyUI's unpatched path (no per-block replace cost);
+    # the replace path without a context state is exercised by the in_negative=False uncond row
+    replaces = patched.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {})
+    assert not any(isinstance(r, hook.ContextBlock) for r in replaces.values())
+    assert patched is not p
     args = inputs(cfg, per_frame, clip)
     a, b = call(p, *args), call(patched, *args)
     assert torch.equal(a, b), (a - b).abs().max()
@@ -291,6 +293,11 @@ def test_context_positions_keep_float32_precision_for_bf16_inputs():
 
 # (c) ---------------------------------------------------------------------------------------------
 
+def comfy_pe():
+    import comfy.patcher_extension as pe
+    return pe
+
+
 class SkipBlock:
     """Another pack's replace set earlier (like SkipLayerGuidanceDiT): skips the block, counts calls."""
 
@@ -331,6 +338,14 @@ def test_earlier_double_block_replace_still_runs():
     a = call(other, *args)
     b = call(hook.apply_context(other, empty.tokens, empty.positions), *args)
     assert torch.equal(a, b) and skip.calls == 3
+    # an empty context on a MODEL that carries ours removes ours and restores the other pack's
+    cleared = hook.apply_context(patched, empty.tokens, empty.positions)
+    dit = cleared.model_options["transformer_options"]["patches_replace"]["dit"]
+    assert dit == {("double_block", 1): skip}
+    assert not cleared.get_wrappers(comfy_pe().WrappersMP.DIFFUSION_MODEL, hook.WRAPPER_KEY)
+    assert torch.equal(call(cleared, *args), a)
+    assert isinstance(patched.model_options["transformer_options"]["patches_replace"]["dit"][("double_block", 0)],
+                      hook.ContextBlock), "the input MODEL must keep its context"
 
 
 # (d) ---------------------------------------------------------------------------------------------
