@@ -104,10 +104,10 @@ def _criterion(res: dict, pattern: str) -> str:
             f"{verdict} (n = {nb} / {nl} seeds).")
 
 
-def report(out: Path, png_path: Path, pattern: str = "insert_recall") -> str:
+def report(out: Path, png_path: Path, pattern: str = "insert_recall", groups: str = "abc") -> str:
     res = collect(out)
     lines = []
-    for g in "abc":
+    for g in groups:
         lines += [f"\n**{GROUP_TITLE[g]}** — `{pattern}`, mean ± std over seeds (n = seeds run)\n",
                   "| config | character recall | shot-6 recall | environment recall | colour (recurring) "
                   "| pattern (recurring) | caption alignment | n |",
@@ -125,13 +125,13 @@ def report(out: Path, png_path: Path, pattern: str = "insert_recall") -> str:
             lines.append(f"| {label} | " + " | ".join(cells) + f" | {n} |")
     lines.append(_criterion(res, pattern))
     text = "\n".join(lines) + "\n"
-    _plot(res, png_path, pattern)
+    _plot(res, png_path, pattern, groups)
     return text
 
 
-def _plot(res: dict, png: Path, pattern: str) -> None:
+def _plot(res: dict, png: Path, pattern: str, which: str = "abc") -> None:
     groups = []
-    for g in "abc":
+    for g in which:
         bars = []
         for name in GROUP_ORDER[g]:
             vals = [r["patterns"][pattern]["character_recall"] for r in res.get(name, []) if pattern in r["patterns"]]
@@ -145,7 +145,8 @@ def _plot(res: dict, png: Path, pattern: str) -> None:
     except ImportError:   # PIL fallback (matplotlib is the optional "bench" extra)
         _plot_pil(groups, png)
         return
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 4.5), squeeze=False)
+    axes = axes[0]
     for ax, (title, bars) in zip(axes, groups):
         xs = range(len(bars))
         ax.bar(xs, [0 if math.isnan(b[1]) else b[1] for b in bars], yerr=[b[2] for b in bars], capsize=4,
@@ -217,7 +218,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.report:
-        print(report(out, Path(args.report)))
+        print(report(out, Path(args.report), groups="".join(args.groups)))
         return 0
     names = args.only or [n for n in CONFIGS if any(g in CONFIGS[n][0] for g in args.groups)]
     for seed in args.seeds:          # seed-major: every config gets seed 0 before any gets seed 1

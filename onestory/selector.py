@@ -545,7 +545,8 @@ class FrameSelector(nn.Module):
                 self._bank_cache = _BankCache(keys, tokens, pooled, norm, weights)
             else:
                 self._bank_cache = None
-        shots = self._check_shots(torch.tensor([r.shot for r in bank.records]), (bank.num_frames,))
+        shots = (self._check_shots(torch.tensor([r.shot for r in bank.records]), (bank.num_frames,))
+                 if self.max_shots else None)
         return self._score(MemoryEncoding(tokens, pooled), text, None, None, shots).float().cpu()
 
 
