@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .derived import DerivedWeights, wants_derived
 from .errors import OneStoryError, ShapeError
 from .latent import LatentNormalization
 
@@ -287,6 +288,29 @@ def patch_blocks(x: Tensor, kh: int, kw: int) -> Tensor:
     return x.reshape(m, c, hh, kh, ww, kw).permute(0, 2, 4, 1, 3, 5).reshape(m, hh * ww, c * kh * kw)
 
 
+def _fold_geometry(size: int, k: int) -> tuple[int, int]:
+    """(effective kernel, padding) along one axis of ``size`` under kernel ``k``. A kernel larger
+    than the whole axis sees one block whose padded rows all repeat the last real row, so it is
+    folded to ``size`` (see `_folded_weight`) and nothing is padded."""
+    return (size, 0) if size < k else (k, (-size) % k)
+
+
+def _folded_weight(weight: Tensor, h: int, w: int) -> Tensor:
+    """Conv weight "d c 1 kh kw" -> "(c eh ew) d" (input-major, contiguous) for h x w frames.
+
+    Along an axis where the kernel exceeds the frame, the replicate-padded rows equal the last
+    real row, so their weights are summed into that row's: the same map on the unpadded frame,
+    with fewer weights to read.
+    """
+    out = weight[:, :, 0]
+    for dim, size in ((2, h), (3, w)):
+        k = out.shape[dim]
+        if size < k:
+            out = torch.cat([out.narrow(dim, 0, size - 1),
+                             out.narrow(dim, size - 1, k - size + 1).sum(dim, keepdim=True)], dim)
+    return out.flatten(1).t().contiguous()
+
+
 def _inflate(weight: Tensor, patch: Kernel, kernel: Kernel) -> Tensor:
     """Inflate a patch-embedding weight "d c 1 ph pw" to "d c 1 kh kw".
 
@@ -323,9 +347,16 @@ class AdaptiveConditioner(nn.Module):
         self.time_gap = float(time_gap)
         self.patchifiers = nn.ModuleList(
             nn.Conv3d(self.latent_channels, self.dim, kernel_size=k, stride=k) for k in self.kernels)
+        self._derived = DerivedWeights()   # inference: folded, input-major tier weights
 
     def extra_repr(self) -> str:
         return f"kernels={self.kernels}, patch={self.patch}, time_gap={self.time_gap}"
+
+    def clear_weight_cache(self) -> None:
+        """Forget the inference copies of the tier weights. Needed only after writing weights
+        through ``param.data``, which bypasses the version counters they follow (see
+        `onestory.derived`)."""
+        self._derived.clear()
 
     # ---- construction from a backbone ------------------------------------------------------
 
@@ -420,19 +451,27 @@ class AdaptiveConditioner(nn.Module):
         dev = ref.device
         n, _, h, w = frames.shape
         layout = _layout(h, w, tuple(tiers), self.kernels, self.patch)
-        x = frames.to(device=dev, dtype=ref.dtype)
+        x = frames if (frames.device, frames.dtype) == (dev, ref.dtype) else frames.to(device=dev, dtype=ref.dtype)
         outs = []
         for tier, members in layout.groups:
             _, kh, kw = self.kernels[tier]
             xt = x[members] if isinstance(members, slice) else x.index_select(0, members.to(dev))
-            ph, pw = (-h) % kh, (-w) % kw
-            if ph or pw:
-                xt = F.pad(xt, (0, pw, 0, ph), mode="replicate")
+            conv = self.patchifiers[tier]
             # Conv3d with kernel == stride and kt == 1 is a linear map of each block; computed as
             # reshape + matmul (same result, much faster than a CPU conv with large kernels).
-            conv = self.patchifiers[tier]
+            if wants_derived(conv.weight, conv.bias):
+                (kh, ph), (kw, pw) = _fold_geometry(h, kh), _fold_geometry(w, kw)
+                weight = self._derived.get((tier, h, w), (conv.weight,),
+                                           lambda: _folded_weight(conv.weight, h, w))
+            else:
+                ph, pw, weight = (-h) % kh, (-w) % kw, None
+            if ph or pw:
+                xt = F.pad(xt, (0, pw, 0, ph), mode="replicate")
             blocks = patch_blocks(xt, kh, kw).flatten(0, 1)            # "(m hh ww) (c kh kw)"
-            outs.append(F.linear(blocks, conv.weight.flatten(1), conv.bias))   # "(m hh ww) d"
+            if weight is None:
+                outs.append(F.linear(blocks, conv.weight.flatten(1), conv.bias))   # "(m hh ww) d"
+            else:
+                outs.append(torch.addmm(conv.bias, blocks, weight))
         rows = outs[0] if len(outs) == 1 else torch.cat(outs)
 
         # Tokens come out frame by frame in time order (ties: memory index); the newest memory
@@ -447,10 +486,12 @@ class AdaptiveConditioner(nn.Module):
             tokens, hw, tier_ids = rows, layout.hw, layout.tier.clone()
         else:
             src_t = torch.tensor(src, dtype=torch.long)
-            tokens = rows.index_select(0, src_t.to(dev))
+            tokens = rows.index_select(0, src_t if dev.type == "cpu" else src_t.to(dev))
             hw, tier_ids = layout.hw.index_select(0, src_t), layout.tier.index_select(0, src_t)
         positions = torch.cat([t[:, None], hw], dim=1)
-        return Context(tokens, positions.to(dev), index.to(dev), tier_ids.to(dev))
+        if dev.type != "cpu":
+            positions, index, tier_ids = positions.to(dev), index.to(dev), tier_ids.to(dev)
+        return Context(tokens, positions, index, tier_ids)
 
     # ---- from a memory bank ----------------------------------------------------------------
 
@@ -485,5 +526,4 @@ class AdaptiveConditioner(nn.Module):
         if not used:
             return Context.empty(self.dim, dtype=ref.dtype, device=ref.device)
         frames = norm.to_model(bank.frames[used], channel_dim=1)
-        times = bank.frame_times()[used].tolist()
-        return self._context(frames, used, times, tiers)
+        return self._context(frames, used, bank.frame_times_of(used), tiers)

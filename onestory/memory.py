@@ -20,7 +20,7 @@ import json
 import operator
 import os
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal
@@ -442,6 +442,13 @@ class MemoryBank:
     def frame_times(self) -> Tensor:
         """"f" float32 global time rank (shot-major), used to order context frames for RoPE."""
         return torch.arange(self.num_frames, dtype=torch.float32)
+
+    def frame_times_of(self, indices: Sequence[int]) -> list[float]:
+        """``frame_times()[indices]`` as Python floats, without building the whole tensor."""
+        f = self.num_frames
+        if any(not -f <= i < f for i in indices):
+            raise IndexError(f"frame indices {list(indices)} out of range for {f} frames")
+        return [float(i % f) for i in indices]
 
     # ------------------------------------------------------------------ identity
 

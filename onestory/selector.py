@@ -22,6 +22,7 @@ from einops import repeat
 from torch import Tensor, nn
 
 from .conditioner import patch_blocks
+from .derived import ParamSnapshot
 from .errors import OneStoryError, ShapeError
 from .latent import LatentNormalization
 
@@ -221,15 +222,15 @@ class MemoryEncoding:
 class _BankCache:
     """Encodings of the frames of the last bank scored, keyed by `MemoryBank.frame_keys`.
 
-    Valid only for the weights they were computed with (`weights`: snapshots, compared
-    exactly) and the same normalization, dtype and device.
+    Valid only for the weights they were computed with (`weights`: the same tensors, storages
+    and autograd versions, see `onestory.derived`) and the same normalization, dtype and device.
     """
 
     keys: tuple[int, ...]
     tokens: Tensor            # "f n w"
     pooled: Tensor            # "f w"
     normalization: LatentNormalization
-    weights: tuple[Tensor, ...]
+    weights: ParamSnapshot
 
 
 class FrameSelector(nn.Module):
@@ -464,6 +465,12 @@ class FrameSelector(nn.Module):
         """Forget the encodings kept by `score_bank`."""
         self._bank_cache = None
 
+    def clear_weight_cache(self) -> None:
+        """Forget everything derived from the weights (the bank encodings). Needed only after
+        writing weights through ``param.data``, which bypasses the version counters the cache
+        follows (see `onestory.derived`)."""
+        self._bank_cache = None
+
     def cached_frame_keys(self) -> tuple[int, ...]:
         """`MemoryBank.frame_keys` of the frames whose encodings `score_bank` keeps."""
         cache = getattr(self, "_bank_cache", None)
@@ -479,10 +486,10 @@ class FrameSelector(nn.Module):
         ref = self.queries
         if cache.tokens.dtype != ref.dtype or cache.tokens.device != ref.device:
             return False
-        # Exact comparison with snapshots rather than version counters: it also catches
-        # load_state_dict, optimizer steps, .data swaps and dtype round trips.
-        return all(p.shape == s.shape and p.dtype == s.dtype and p.device == s.device
-                   and torch.equal(p, s) for p, s in zip(self._cache_weights(), cache.weights))
+        # Version counters and storages, not a comparison of values: that read 1.5x the φ_V
+        # weights on every selection. They follow optimizer steps, load_state_dict, .to() and
+        # .data swaps; writes through .data are not seen (then: clear_weight_cache()).
+        return cache.weights.matches(self._cache_weights())
 
     @torch.no_grad()
     def score_bank(self, bank: "MemoryBank", text: Tensor,
@@ -540,8 +547,7 @@ class FrameSelector(nn.Module):
                 tokens[miss_t], pooled[miss_t] = new.tokens, new.pooled
             nbytes = tokens.numel() * tokens.element_size() + pooled.numel() * pooled.element_size()
             if nbytes <= self.memory_cache_max_bytes:
-                weights = cache.weights if cache is not None else \
-                    tuple(p.detach().clone() for p in self._cache_weights())
+                weights = cache.weights if cache is not None else ParamSnapshot.of(self._cache_weights())
                 self._bank_cache = _BankCache(keys, tokens, pooled, norm, weights)
             else:
                 self._bank_cache = None
