@@ -7,12 +7,13 @@ For the learned selection (``select``) and the budget-1 context (``AdaptiveCondi
 of one shot, each started as in a story (the previous bank already scored), in three cache
 states, interleaved round by round:
 
-* ``warm``: right after another selection (code and weights in the CPU caches);
+* ``warm``: right after the same selection, untimed (code and weights in the CPU caches);
 * ``flushed``: right after copying 64 MiB (data and code evicted; nothing else changed);
 * ``after_step``: right after a budget-1 DiT step (what a real next shot sees).
 
 Each state runs with the derived weights on and off (``onestory.derived.ENABLED``), so their
-effect is a ratio within one run. A control times 50 small tensor ops warm and flushed: the
+effect is a ratio within one run; ``tier_products`` times each patchifier product alone with
+nn.Linear's weight layout, input-major, and input-major with the padding folded in. A control times 50 small tensor ops warm and flushed: the
 per-op cost of refilling the caches, independent of our code. Medians of CPU time (one torch
 thread); ratios, never absolute targets.
 """
@@ -31,6 +32,45 @@ from onestory import derived
 from onestory.selector import select
 
 STATES = ("warm", "flushed", "after_step")
+
+
+def _bench(fn, repeats: int) -> float:
+    for _ in range(10):
+        fn()
+    samples = []
+    for _ in range(repeats):
+        t0 = now()
+        fn()
+        samples.append(now() - t0)
+    return median(samples)
+
+
+@torch.no_grad()
+def tier_products(cfg, conditioner, repeats: int) -> list[dict]:
+    """Each tier's product at budget 1 alone (warm, 20 x repeats): nn.Linear's "d k" weight,
+    the same weight input-major "k d", and input-major with the padding folded in."""
+    from onestory.conditioner import _fold_geometry, _folded_weight, solve_budget
+    h, w = cfg.height, cfg.width
+    tiers = solve_budget(cfg.k, conditioner.kernels, h, w, 1.0, conditioner.patch)
+    rows = []
+    for tier in sorted(set(tiers)):
+        _, kh, kw = conditioner.kernels[tier]
+        frames = sum(t == tier for t in tiers)
+        conv = conditioner.patchifiers[tier]
+        weight, bias = conv.weight.flatten(1), conv.bias
+        x = torch.randn(frames * -(-h // kh) * -(-w // kw), weight.shape[1])
+        (eh, _), (ew, _) = _fold_geometry(h, kh), _fold_geometry(w, kw)
+        folded = _folded_weight(conv.weight, h, w)
+        xf = torch.randn(x.shape[0], folded.shape[0])
+        input_major = weight.t().contiguous()
+        times = {"plain": _bench(lambda: F.linear(x, weight, bias), 20 * repeats),
+                 "input_major": _bench(lambda: torch.addmm(bias, x, input_major), 20 * repeats),
+                 "folded": _bench(lambda: torch.addmm(bias, xf, folded), 20 * repeats)}
+        rows.append({"tier": tier, "kernel": list(conditioner.kernels[tier]), "rows": x.shape[0],
+                     "weights": weight.numel(), "folded_weights": folded.numel(),
+                     "seconds": times, "input_major_over_plain": times["input_major"] / times["plain"],
+                     "folded_over_plain": times["folded"] / times["plain"]})
+    return rows
 
 
 def _small_ops(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -53,9 +93,12 @@ def measure(cfg, shot: int, repeats: int, log=print) -> dict:
 
     def start_of_shot():
         selector.clear_memory_cache()
-        select(previous, cfg.k, "learned", text=story.text, selector=selector)
+        if previous.num_frames:
+            select(previous, cfg.k, "learned", text=story.text, selector=selector)
 
     def prepare(state):
+        if state == "warm":   # the same selection once, untimed: its code and data in the caches
+            conditioner.build(bank, select(bank, cfg.k, "learned", text=story.text, selector=selector), 1.0)
         start_of_shot()
         if state == "flushed":
             sink.copy_(big)
@@ -105,12 +148,16 @@ def measure(cfg, shot: int, repeats: int, log=print) -> dict:
     warm = out["states"]["warm"]["derived"]["total_seconds"]
     for state in ("flushed", "after_step"):
         out["states"][state]["total_over_warm"] = out["states"][state]["derived"]["total_seconds"] / warm
+    out["tier_products"] = tier_products(cfg, conditioner, repeats)
     out["control_50_ops"] = {"warm_seconds": median(control["warm"]), "flushed_seconds": median(control["flushed"]),
                              "extra_per_op_seconds": (median(control["flushed"]) - median(control["warm"])) / 50}
     for state in STATES:
         r = out["states"][state]
         log(f"  {state:10s} select+build {1e3 * r['derived']['total_seconds']:.3f} ms (derived) / "
             f"{1e3 * r['plain']['total_seconds']:.3f} ms (plain); build ratio {r['build_ratio_derived_over_plain']:.3f}")
+    for row in out["tier_products"]:
+        log(f"  tier {row['tier']} {tuple(row['kernel'])}: {row['rows']} rows x {row['weights'] // cfg.dim} inputs: "
+            f"input-major {row['input_major_over_plain']:.2f}x, folded {row['folded_over_plain']:.2f}x the nn.Linear time")
     c = out["control_50_ops"]
     log(f"  control: 50 small ops {1e6 * c['warm_seconds']:.0f} us warm, {1e6 * c['flushed_seconds']:.0f} us flushed")
     return out

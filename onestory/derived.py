@@ -1,11 +1,12 @@
 """Inference-only weights derived from a module's parameters, kept until the parameters change.
 
-Why: on the CPU, a linear map with few rows and a wide input (the conditioner's coarse tiers:
-"4 (c 16 16)" x "(c 16 16) d"; the selector's caption projection) runs 1.3-1.7x faster when
-the weight is stored "k n" (input-major) than as nn.Linear's "n k" (bench/derived_bench.py),
-and a coarse kernel larger than the frame reads replicate padding that can be folded into
-the weight instead. Both are derived once and reused by every shot; training (grad enabled)
-never uses them.
+Why: on the CPU, a linear map with few rows and a wide input (the conditioner's coarse tiers,
+e.g. "4 (c 16 16)" x "(c 16 16) d") runs in about 0.6x the time when the weight is stored
+"k n" (input-major) instead of nn.Linear's "n k", and a kernel larger than the frame reads
+replicate padding whose weights can be summed into the last real row's: 0.33x in all for the
+16x16 tier on an 8-row latent (bench/selection_cost.py, `tier_products`). Both are derived
+once and reused by every shot; training (grad enabled) never uses them. The cost is memory:
+one more copy of each weight in use (folded ones are smaller), on the CPU only.
 
 Staleness: an entry is reused only while every source parameter is the same tensor object,
 with the same storage, dtype, device, shape and autograd version counter. That follows
