@@ -9,7 +9,7 @@ once and reused by every shot; training (grad enabled) never uses them. The cost
 one more copy of each weight in use (folded ones are smaller), on the CPU only.
 
 Staleness: an entry is reused only while every source parameter is the same tensor object,
-with the same storage, dtype, device, shape and autograd version counter. That follows
+with the same storage, dtype, device, shape, strides and autograd version counter. That follows
 optimizer steps, ``copy_`` / ``load_state_dict`` and ``.to()`` / ``.data`` swaps. The entry
 keeps the source storages alive, so a freed storage cannot come back at the same address and
 pass for the old one. Writes through ``param.data`` (which has its own version counter) and
@@ -31,13 +31,13 @@ __all__ = ["DerivedWeights", "ParamSnapshot", "wants_derived"]
 
 def _state(p: Tensor) -> tuple:
     version = -1 if p.is_inference() else p._version
-    return (id(p), p.data_ptr(), version, p.dtype, p.device, tuple(p.shape))
+    return (id(p), p.data_ptr(), version, p.dtype, p.device, tuple(p.shape), p.stride())
 
 
 @dataclass(frozen=True, eq=False)
 class ParamSnapshot:
     """What `matches` compares: per parameter its identity, storage address, autograd version,
-    dtype, device and shape. ``keep`` holds the storages so their addresses stay taken."""
+    dtype, device, shape and strides. ``keep`` holds the storages so their addresses stay taken."""
 
     state: tuple
     keep: tuple[Tensor, ...]
