@@ -12,10 +12,10 @@ states, interleaved round by round:
 * ``after_step``: right after a budget-1 DiT step (what a real next shot sees).
 
 Each state runs with the derived weights on and off (``onestory.derived.ENABLED``), so their
-effect is a ratio within one run; ``tier_products`` times each patchifier product alone with
-nn.Linear's weight layout, input-major, and input-major with the padding folded in. A control times 50 small tensor ops warm and flushed: the
-per-op cost of refilling the caches, independent of our code. Medians of CPU time (one torch
-thread); ratios, never absolute targets.
+effect is a ratio within one run. ``tier_products`` times each patchifier product alone with
+nn.Linear's weight layout, input-major, and input-major with the padding folded in. A control
+times 50 small tensor ops warm and flushed: the per-op cost of refilling the caches,
+independent of our code. Medians of CPU time (one torch thread); ratios, never absolute targets.
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def _bench(fn, repeats: int) -> float:
 def tier_products(cfg, conditioner, repeats: int) -> list[dict]:
     """Each tier's product at budget 1 alone (warm, 20 x repeats): nn.Linear's "d k" weight,
     the same weight input-major "k d", and input-major with the padding folded in."""
-    from onestory.conditioner import _fold_geometry, _folded_weight, solve_budget
+    from onestory.conditioner import _folded_weight, solve_budget
     h, w = cfg.height, cfg.width
     tiers = solve_budget(cfg.k, conditioner.kernels, h, w, 1.0, conditioner.patch)
     rows = []
@@ -59,7 +59,6 @@ def tier_products(cfg, conditioner, repeats: int) -> list[dict]:
         conv = conditioner.patchifiers[tier]
         weight, bias = conv.weight.flatten(1), conv.bias
         x = torch.randn(frames * -(-h // kh) * -(-w // kw), weight.shape[1])
-        (eh, _), (ew, _) = _fold_geometry(h, kh), _fold_geometry(w, kw)
         folded = _folded_weight(conv.weight, h, w)
         xf = torch.randn(x.shape[0], folded.shape[0])
         input_major = weight.t().contiguous()

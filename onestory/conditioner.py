@@ -451,7 +451,8 @@ class AdaptiveConditioner(nn.Module):
         dev = ref.device
         n, _, h, w = frames.shape
         layout = _layout(h, w, tuple(tiers), self.kernels, self.patch)
-        x = frames if (frames.device, frames.dtype) == (dev, ref.dtype) else frames.to(device=dev, dtype=ref.dtype)
+        x = frames if (frames.device, frames.dtype) == (dev, ref.dtype) else \
+            frames.to(device=dev, dtype=ref.dtype)
         outs = []
         for tier, members in layout.groups:
             _, kh, kw = self.kernels[tier]

@@ -13,8 +13,8 @@ with the same storage, dtype, device, shape, strides and autograd version counte
 optimizer steps, ``copy_`` / ``load_state_dict`` and ``.to()`` / ``.data`` swaps. The entry
 keeps the source storages alive, so a freed storage cannot come back at the same address and
 pass for the old one. Writes through ``param.data`` (which has its own version counter) and
-in-place writes to inference-mode tensors (which have none) are not seen: call the owning
-module's ``clear_weight_cache()`` after those.
+in-place writes to inference-mode tensors (which have none) are not seen: call
+``AdaptiveConditioner.clear_weight_cache()`` / ``FrameSelector.clear_memory_cache()`` after those.
 """
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ class ParamSnapshot:
         return len(params) == len(self.state) and all(_state(p) == s for p, s in zip(params, self.state))
 
 
-#: Set to False to compute with the parameters as stored (bench/derived_bench.py's "before").
+#: False: compute with the parameters as stored (the "plain" rows of bench/selection_cost.py).
 ENABLED = True
 
 

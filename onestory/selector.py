@@ -462,13 +462,9 @@ class FrameSelector(nn.Module):
     # ---- scoring a memory bank, with the per-frame encodings kept across calls ---------------
 
     def clear_memory_cache(self) -> None:
-        """Forget the encodings kept by `score_bank`."""
-        self._bank_cache = None
-
-    def clear_weight_cache(self) -> None:
-        """Forget everything derived from the weights (the bank encodings). Needed only after
-        writing weights through ``param.data``, which bypasses the version counters the cache
-        follows (see `onestory.derived`)."""
+        """Forget the encodings kept by `score_bank`. Needed for correctness only after writing
+        weights through ``param.data``, which bypasses the version counters the cache follows
+        (see `onestory.derived`)."""
         self._bank_cache = None
 
     def cached_frame_keys(self) -> tuple[int, ...]:
@@ -488,7 +484,7 @@ class FrameSelector(nn.Module):
             return False
         # Version counters and storages, not a comparison of values: that read 1.5x the φ_V
         # weights on every selection. They follow optimizer steps, load_state_dict, .to() and
-        # .data swaps; writes through .data are not seen (then: clear_weight_cache()).
+        # .data swaps; writes through .data are not seen (then: clear_memory_cache()).
         return cache.weights.matches(self._cache_weights())
 
     @torch.no_grad()

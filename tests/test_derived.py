@@ -6,7 +6,6 @@ import pickle
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from onestory import derived
@@ -157,7 +156,7 @@ def test_conditioner_clear_weight_cache_after_data_writes():
 
 # ---------------------------------------------------------------- selector bank cache
 
-def test_selector_clear_weight_cache_after_data_writes():
+def test_selector_clear_memory_cache_after_data_writes():
     torch.manual_seed(3)
     sel = FrameSelector(latent_channels=4, text_dim=12, width=16, num_queries=4, heads=2, spatial_stride=4).eval()
     bank = MemoryBank.empty().add_shot(torch.randn(4, 3, 8, 8), "a").add_shot(torch.randn(4, 3, 8, 8), "b")
@@ -168,7 +167,7 @@ def test_selector_clear_weight_cache_after_data_writes():
             return sel(LatentNormalization.identity(4).to_model(bank.frames)[None], text[None])[0]
     select(bank, 2, "learned", text=text, selector=sel)
     sel.memory_proj.weight.data.mul_(-2.0)
-    sel.clear_weight_cache()
+    sel.clear_memory_cache()
     torch.testing.assert_close(sel.score_bank(bank, text), fresh())
 
 
