@@ -4,8 +4,8 @@ from __future__ import annotations
 import folder_paths
 from comfy_api.latest import io
 
-from .bridge import backbone_of, normalization_of, patch_embedding_of
-from .types import Adapter, AdapterBundle
+from .glue.bridge import backbone_of, normalization_of, patch_embedding_of
+from .glue.types import Adapter, AdapterBundle
 
 TRAINING_FREE = "training-free"
 FOLDER = "onestory"
@@ -26,7 +26,7 @@ def training_free(model) -> AdapterBundle:
     The inflated patchifiers already map memory latents into the backbone's token space, so
     the DiT can attend to them without any training; frames are ranked by a heuristic scorer.
     """
-    from ..onestory.conditioner import AdaptiveConditioner
+    from .glue.core import AdaptiveConditioner
 
     backbone = backbone_of(model)
     weight, bias = patch_embedding_of(model)
@@ -37,7 +37,7 @@ def training_free(model) -> AdapterBundle:
 
 def from_file(model, name: str) -> AdapterBundle:
     """A trained adapter; the core builds it from its metadata and checks it against this MODEL."""
-    from .adapter_compat import bundle_from_file
+    from .glue.adapter_compat import bundle_from_file
 
     return bundle_from_file(name, folder_paths.get_full_path_or_raise(FOLDER, name), backbone_of(model),
                             normalization_of(model), model.get_model_object("latent_format"))

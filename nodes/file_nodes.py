@@ -11,10 +11,10 @@ import os
 import folder_paths
 from comfy_api.latest import io, ui
 
-from ..onestory.memory import MemoryBank
-from ..onestory.paths import safe_relative_path
-from .payload import story_payload
-from .types import Story
+from .glue.core import MemoryBank
+from .glue.core import safe_relative_path
+from .glue.payload import story_payload
+from .glue.types import Story
 
 SUFFIX = ".safetensors"
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io, ui
 
-from . import overrides
-from .next_shot import ROUTES, ShotSettings, generate_shot
-from .payload import planned_tiers, selection_payload
-from .select_nodes import K_TOOLTIP, SCORER_TOOLTIP, SCORERS, kept_preview, overrides_input, strip_payload
-from .types import Adapter, SelectionBundle, SelectionType, Story
+from .glue import overrides
+from .glue.next_shot import ROUTES, ShotSettings, generate_shot
+from .glue.payload import planned_tiers, selection_payload
+from .glue.selection import K_TOOLTIP, SCORER_TOOLTIP, SCORERS, kept_preview, overrides_input, strip_payload
+from .glue.types import Adapter, SelectionBundle, SelectionType, Story
 
 CATEGORY = "OneStory"
 
@@ -80,7 +80,7 @@ def optional_inputs() -> list:
 
 def memory_rgb_of_latent(latent, adapter):
     """The new shot's first latent frame as a cheap RGB preview "1 h w 3" (timeline thumbnail)."""
-    from .bridge import latent_rgb
+    from .glue.bridge import latent_rgb
 
     first = latent[0, :, :1].movedim(1, 0).float()                # "1 c h w", bank space
     return latent_rgb(adapter.normalization.to_model(first), adapter.latent_format)

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from comfy_api.latest import io, ui
 
-from . import overrides
-from .bridge import check_channels, latent_rgb, normalization_of
-from .payload import grid, memory_frames, story_payload, thumbs
-from .types import Story
+from .glue import overrides
+from .glue.bridge import check_channels, latent_rgb, normalization_of
+from .glue.payload import grid, memory_frames, story_payload, thumbs
+from .glue.types import Story
 
 
 class PreviewMemory(io.ComfyNode):

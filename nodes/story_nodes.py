@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
-from ..onestory.memory import MemoryBank
-from .bridge import check_channels, encode_stills, latent_to_shot
-from .types import Story
+from .glue.core import MemoryBank
+from .glue.bridge import check_channels, encode_stills, latent_to_shot
+from .glue.types import Story
 
 CATEGORY = "OneStory"
 SOURCES = ["generated", "user", "reference"]

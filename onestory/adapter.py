@@ -19,22 +19,20 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
+from . import defaults
 from .errors import AdapterMismatch, FileFormatError, OneStoryError
 from .paths import atomic_write_bytes, read_onestory_file
 
 if TYPE_CHECKING:   # imported lazily at run time: reading a file must not build modules
     from .conditioner import AdaptiveConditioner
-    from .selector import FrameSelector
+    from .frame_selector import FrameSelector
 
 ADAPTER_FORMAT = "onestory-adapter"
 ADAPTER_VERSION = 1
 META_KEY = "onestory.adapter"
-# Same values as onestory.conditioner.DEFAULT_KERNELS / selector.DEFAULT_K (copied so this
-# module imports no nn.Module code; a test guards against drift).
-DEFAULT_KERNELS: tuple[tuple[int, int, int], ...] = ((1, 2, 2), (1, 4, 4), (1, 8, 8), (1, 16, 16))
-
-DEFAULT_K = 9
-Kernel = tuple[int, int, int]
+DEFAULT_KERNELS = defaults.KERNELS
+DEFAULT_K = defaults.K
+Kernel = defaults.Kernel
 
 
 def _pos_int(value: Any, what: str) -> int:
@@ -74,7 +72,7 @@ class AdapterMeta:
     text_dim: int                       # caption feature width (umT5: 4096)
     latent_channels: int                # C of the VAE latents
     kernels: tuple[Kernel, ...] = DEFAULT_KERNELS
-    default_budget: float = 1.0         # latent-frame equivalents (paper default: 1)
+    default_budget: float = defaults.BUDGET   # latent-frame equivalents (paper default: 1)
     default_k: int = DEFAULT_K          # frames kept by the selector (research/papers.md preset A)
     selector: SelectorMeta | None = None
     # Extra RoPE time offset of context frames (AdaptiveConditioner.time_gap). It is not a
@@ -267,7 +265,7 @@ class OneStoryAdapter:
     @staticmethod
     def build(meta: AdapterMeta) -> "OneStoryAdapter":
         from .conditioner import AdaptiveConditioner
-        from .selector import FrameSelector
+        from .frame_selector import FrameSelector
 
         conditioner = AdaptiveConditioner(meta.latent_channels, meta.model_dim,
                                           kernels=meta.kernels, time_gap=meta.time_gap)

@@ -1,6 +1,6 @@
 """Adaptive Conditioner (OneStory paper §4.3): kept memory frames -> compact context tokens.
 
-The kept frames arrive ranked best first (see `onestory.selector.Selection.kept`). A budget
+The kept frames arrive ranked best first (see `onestory.selection.Selection.kept`). A budget
 solver gives every ranked frame a *tier* (an index into the kernel table, 0 = finest); each
 tier has its own Conv3d patchifier ``C -> D`` with kernel = stride = (1, kh, kw). More relevant
 frames get finer kernels (more tokens). The context tokens carry RoPE positions so that the
@@ -11,7 +11,6 @@ Shapes use einops notation: ``k`` kept frames, ``c`` latent channels, ``n`` cont
 """
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
@@ -20,22 +19,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .derived import DerivedWeights, wants_derived
+from . import defaults
+from .blocks import patch_blocks
 from .errors import OneStoryError, ShapeError
 from .latent import LatentNormalization
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from .memory import MemoryBank
-    from .selector import Selection
+    from .selection import Selection
 
 Kernel = tuple[int, int, int]
-DEFAULT_KERNELS: tuple[Kernel, ...] = ((1, 2, 2), (1, 4, 4), (1, 8, 8), (1, 16, 16))
-DEFAULT_PATCH: Kernel = (1, 2, 2)
-DEFAULT_BUDGET = 1.0
+DEFAULT_KERNELS: tuple[Kernel, ...] = defaults.KERNELS
+DEFAULT_PATCH: Kernel = defaults.PATCH
+DEFAULT_BUDGET = defaults.BUDGET
 
 __all__ = [
     "Kernel", "DEFAULT_KERNELS", "DEFAULT_PATCH", "DEFAULT_BUDGET", "validate_kernels",
-    "tokens_per_frame", "solve_budget", "budget_tokens", "block_centres", "patch_blocks", "Context",
+    "tokens_per_frame", "solve_budget", "budget_tokens", "block_centres", "Context",
     "AdaptiveConditioner",
 ]
 
@@ -149,17 +149,6 @@ def solve_budget(num_ranked: int, kernels: Sequence[Sequence[int]], h: int, w: i
     return tiers
 
 
-@functools.lru_cache(maxsize=256)
-def _solve_budget_cached(num_ranked: int, kernels: tuple[Kernel, ...], h: int, w: int, budget: float,
-                         patch: Kernel) -> tuple[int, ...]:
-    # Every shot of a story asks for the same solution; errors are raised, never cached.
-    return tuple(solve_budget(num_ranked, kernels, h, w, budget, patch))
-
-
-# --------------------------------------------------------------------------------------------
-# positions
-# --------------------------------------------------------------------------------------------
-
 def block_centres(size: int, kernel: int, patch: int) -> Tensor:
     """Centre of every kernel block along one axis, in backbone-patch units (float64).
 
@@ -178,10 +167,8 @@ def block_centres(size: int, kernel: int, patch: int) -> Tensor:
     return coords.view(blocks, kernel).mean(dim=1)
 
 
-@functools.lru_cache(maxsize=256)
 def _block_grid(h: int, w: int, kernel: Kernel, patch: Sequence[int]) -> Tensor:
-    """(h, w) block centres of one tier, "(hh ww) 2" float64; cached because every shot of a
-    story asks for the same few grids (treat the result as read-only)."""
+    """(h, w) block centres of one tier, "(hh ww) 2" float64."""
     gh, gw = torch.meshgrid(block_centres(h, kernel[1], patch[1]), block_centres(w, kernel[2], patch[2]),
                             indexing="ij")
     return torch.stack([gh.reshape(-1), gw.reshape(-1)], dim=1)
@@ -190,9 +177,8 @@ def _block_grid(h: int, w: int, kernel: Kernel, patch: Sequence[int]) -> Tensor:
 @dataclass(frozen=True, eq=False)
 class _Layout:
     """What a context's patchification depends on besides frame content and time order: the
-    frame size and the tier of each ranked frame (stable over a story: the solver's output).
-    "Rows" are the patchifier outputs, tier by tier (finest first), each tier's frames in rank
-    order. Read-only."""
+    frame size and the tier of each ranked frame. "Rows" are the patchifier outputs, tier by
+    tier (finest first), each tier's frames in rank order."""
 
     groups: tuple[tuple[int, slice | Tensor], ...]  # (tier, its ranked frames: a slice or indices)
     row_start: tuple[int, ...]            # per ranked frame, its first row
@@ -201,10 +187,7 @@ class _Layout:
     tier: Tensor                          # "rows" long
 
 
-@functools.lru_cache(maxsize=256)
 def _layout(h: int, w: int, tiers: tuple[int, ...], kernels: tuple[Kernel, ...], patch: Kernel) -> _Layout:
-    # Cached: at a fixed budget and K the solver returns the same tiers for every shot, and
-    # building this per call was a large share of the conditioner's fixed cost.
     groups, row_start, hw, tier_rows = [], [0] * len(tiers), [], []
     counts = tuple(_block_grid(h, w, kernels[t], patch).shape[0] for t in tiers)
     row = 0
@@ -279,38 +262,6 @@ class Context:
 # module
 # --------------------------------------------------------------------------------------------
 
-def patch_blocks(x: Tensor, kh: int, kw: int) -> Tensor:
-    """"m c (hh kh) (ww kw)" -> "m (hh ww) (c kh kw)": every kh x kw block as one vector, in the
-    order of a Conv weight's flattened "c kh kw". (The einops pattern, written with reshape and
-    permute: einops' per-call overhead was a visible share of a shot's conditioning.)"""
-    m, c, h, w = x.shape
-    hh, ww = h // kh, w // kw
-    return x.reshape(m, c, hh, kh, ww, kw).permute(0, 2, 4, 1, 3, 5).reshape(m, hh * ww, c * kh * kw)
-
-
-def _fold_geometry(size: int, k: int) -> tuple[int, int]:
-    """(effective kernel, padding) along one axis of ``size`` under kernel ``k``. A kernel larger
-    than the whole axis sees one block whose padded rows all repeat the last real row, so it is
-    folded to ``size`` (see `_folded_weight`) and nothing is padded."""
-    return (size, 0) if size < k else (k, (-size) % k)
-
-
-def _folded_weight(weight: Tensor, h: int, w: int) -> Tensor:
-    """Conv weight "d c 1 kh kw" -> "(c eh ew) d" (input-major, contiguous) for h x w frames.
-
-    Along an axis where the kernel exceeds the frame, the replicate-padded rows equal the last
-    real row, so their weights are summed into that row's: the same map on the unpadded frame,
-    with fewer weights to read.
-    """
-    out = weight[:, :, 0]
-    for dim, size in ((2, h), (3, w)):
-        k = out.shape[dim]
-        if size < k:
-            out = torch.cat([out.narrow(dim, 0, size - 1),
-                             out.narrow(dim, size - 1, k - size + 1).sum(dim, keepdim=True)], dim)
-    return out.flatten(1).t().contiguous()
-
-
 def _inflate(weight: Tensor, patch: Kernel, kernel: Kernel) -> Tensor:
     """Inflate a patch-embedding weight "d c 1 ph pw" to "d c 1 kh kw".
 
@@ -347,16 +298,9 @@ class AdaptiveConditioner(nn.Module):
         self.time_gap = float(time_gap)
         self.patchifiers = nn.ModuleList(
             nn.Conv3d(self.latent_channels, self.dim, kernel_size=k, stride=k) for k in self.kernels)
-        self._derived = DerivedWeights()   # inference: folded, input-major tier weights
 
     def extra_repr(self) -> str:
         return f"kernels={self.kernels}, patch={self.patch}, time_gap={self.time_gap}"
-
-    def clear_weight_cache(self) -> None:
-        """Forget the inference copies of the tier weights. Needed only after writing weights
-        through ``param.data``, which bypasses the version counters they follow (see
-        `onestory.derived`)."""
-        self._derived.clear()
 
     # ---- construction from a backbone ------------------------------------------------------
 
@@ -460,19 +404,11 @@ class AdaptiveConditioner(nn.Module):
             conv = self.patchifiers[tier]
             # Conv3d with kernel == stride and kt == 1 is a linear map of each block; computed as
             # reshape + matmul (same result, much faster than a CPU conv with large kernels).
-            if wants_derived(conv.weight, conv.bias):
-                (kh, ph), (kw, pw) = _fold_geometry(h, kh), _fold_geometry(w, kw)
-                weight = self._derived.get((tier, h, w), (conv.weight,),
-                                           lambda: _folded_weight(conv.weight, h, w))
-            else:
-                ph, pw, weight = (-h) % kh, (-w) % kw, None
+            ph, pw = (-h) % kh, (-w) % kw
             if ph or pw:
                 xt = F.pad(xt, (0, pw, 0, ph), mode="replicate")
             blocks = patch_blocks(xt, kh, kw).flatten(0, 1)            # "(m hh ww) (c kh kw)"
-            if weight is None:
-                outs.append(F.linear(blocks, conv.weight.flatten(1), conv.bias))   # "(m hh ww) d"
-            else:
-                outs.append(torch.addmm(conv.bias, blocks, weight))
+            outs.append(F.linear(blocks, conv.weight.flatten(1), conv.bias))   # "(m hh ww) d"
         rows = outs[0] if len(outs) == 1 else torch.cat(outs)
 
         # Tokens come out frame by frame in time order (ties: memory index); the newest memory
@@ -519,10 +455,7 @@ class AdaptiveConditioner(nn.Module):
         if norm.channels != bank.channels:
             raise OneStoryError(f"normalization has {norm.channels} channels but the bank has "
                                 f"{bank.channels}; use the normalization of the bank's VAE")
-        if type(budget) in (int, float):   # hashable and cheap to key on: the common case
-            tiers = list(_solve_budget_cached(len(kept), self.kernels, bank.height, bank.width, budget, self.patch))
-        else:
-            tiers = solve_budget(len(kept), self.kernels, bank.height, bank.width, budget, self.patch)
+        tiers = solve_budget(len(kept), self.kernels, bank.height, bank.width, budget, self.patch)
         used = list(kept[:len(tiers)])
         if not used:
             return Context.empty(self.dim, dtype=ref.dtype, device=ref.device)

@@ -17,7 +17,9 @@ from .errors import OneStoryError, ShapeError
 from .latent import LatentNormalization
 from .memory import MemoryBank
 from .sampling import ProgressCallback, StepInfo, cfg_velocity, sample, wan_sigmas
-from .selector import FrameSelector, Selection, select
+from .frame_selector import FrameSelector
+from .selection import Selection
+from .scorers import select
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,11 @@
 """bench/ablate.py's report: the table and the done-criterion line computed from result files."""
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from bench import ablate  # noqa: E402
+from onestory_lab.experiments import ablate
 
 
 def _write(out: Path, name: str, seed: int, char: float) -> None:

@@ -209,10 +209,10 @@ def test_foreign_truncated_and_versioned_files_refused(tmp_path):
 # ------------------------------------------------------------------ OneStoryAdapter (modules)
 
 
-def test_defaults_match_the_modules():
-    from onestory import adapter, conditioner, selector
-    assert adapter.DEFAULT_KERNELS == conditioner.DEFAULT_KERNELS
-    assert adapter.DEFAULT_K == selector.DEFAULT_K
+def test_defaults_come_from_one_module():
+    from onestory import adapter, conditioner, defaults
+    assert adapter.DEFAULT_KERNELS is conditioner.DEFAULT_KERNELS is defaults.KERNELS
+    assert adapter.DEFAULT_K == defaults.K and AdapterMeta.default_budget == defaults.BUDGET
 
 
 def _tiny_meta(**kw) -> AdapterMeta:

@@ -12,7 +12,8 @@ from onestory.conditioner import (
 from onestory.errors import OneStoryError, ShapeError
 from onestory.latent import LatentNormalization
 from onestory.memory import MemoryBank
-from onestory.selector import Selection, select, top_k
+from onestory.selection import Selection, top_k
+from onestory.scorers import select
 
 C, D = 4, 8
 

@@ -3,7 +3,7 @@ import itertools
 
 import pytest
 
-from onestory import costmodel as cm
+from onestory_lab.bench import costmodel as cm
 
 
 def test_480p_tokens_per_latent_frame():

@@ -1,11 +1,11 @@
-"""The README's main job: `python -m onestory demo` with the bundled story-world checkpoint."""
+"""The README's main job: `python -m onestory_lab demo` with the bundled story-world checkpoint."""
 import json
 
 import pytest
 
-from onestory.cli import main
-from onestory.demo import ADAPTER, DIT
-from onestory.train.checkpoint import load_model
+from onestory_lab.cli import main
+from onestory_lab.demo import ADAPTER, DIT
+from onestory_lab.train.checkpoint import load_model
 
 
 def test_bundled_checkpoint_is_small():

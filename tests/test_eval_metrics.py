@@ -1,9 +1,9 @@
 """Evaluation metrics are exact on ground truth and drop when memory-dependent content is wrong."""
 import torch
 
-from onestory.data.dataset import eval_stories
-from onestory.data.latent import LatentCodec, frames_to_tensor
-from onestory.eval.metrics import aggregate, story_metrics
+from onestory_lab.storyworld.dataset import eval_stories
+from onestory_lab.storyworld.latent import LatentCodec, frames_to_tensor
+from onestory_lab.eval.metrics import aggregate, story_metrics
 
 
 def _latents(story):

@@ -328,12 +328,10 @@ def test_fingerprint_changes_on_every_kind_of_edit():
 
 
 def test_fingerprint_stable_across_processes():
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); sys.path.insert(0, sys.argv[2]);"
-            "import test_memory as t, torch;"
+    code = ("import test_memory as t, torch;"
             "print(t.three_shots(torch.bfloat16).set_pinned(2).fingerprint())")
-    out = subprocess.run([sys.executable, "-c", code, ROOT, os.path.join(ROOT, "tests")],
-                         capture_output=True, text=True, timeout=60,
-                         env={**os.environ, "PYTHONHASHSEED": "12345"})
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": os.path.join(ROOT, "tests")})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == three_shots(torch.bfloat16).set_pinned(2).fingerprint()
 

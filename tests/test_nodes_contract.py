@@ -212,7 +212,7 @@ def test_workflows_carry_empty_overrides_widget(pack):
 
 
 def _ov(pack):
-    return sys.modules["onestory_pack.nodes.overrides"]
+    return sys.modules["onestory_pack.nodes.glue.overrides"]
 
 
 def _bank(shots=(3, 2, 2)):
@@ -294,9 +294,9 @@ def test_overrides_restore_flags_after_add_shot(pack):
 def test_memory_frames_payload_shape(pack):
     import torch
     from onestory.conditioner import AdaptiveConditioner
-    from onestory.selector import select
+    from onestory.scorers import select
 
-    payload = sys.modules["onestory_pack.nodes.payload"]
+    payload = sys.modules["onestory_pack.nodes.glue.payload"]
     ov = _ov(pack)
     view, parsed = ov.apply(_bank(), '{"pin": [[2, 1]], "exclude": [[0, 0]]}')
     sel = select(view, 3, "recency")
@@ -321,7 +321,7 @@ def test_memory_frames_payload_shape(pack):
 def test_thumbs_one_strip_with_cells(pack):
     import torch
 
-    payload = sys.modules["onestory_pack.nodes.payload"]
+    payload = sys.modules["onestory_pack.nodes.glue.payload"]
     saved = []
     save = lambda im: saved.append(im) or {"filename": "x.png", "subfolder": "", "type": "temp"}  # noqa: E731
     rgb = torch.rand(5, 60, 104, 3)

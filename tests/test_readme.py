@@ -18,7 +18,7 @@ def readme_commands():
 def test_readme_opens_with_run_and_test_commands():
     cmds = readme_commands()
     assert len(cmds) == 2, cmds
-    assert "python -m onestory demo" in cmds[0]
+    assert "python -m onestory_lab demo" in cmds[0]
     assert "pytest" in cmds[1]
 
 

@@ -1,23 +1,18 @@
 """bench/selection_oracle.py: generation with a replaced scorer keeps the frames that scorer ranks
 first (ground truth, its negation), and the script runs end to end on a tiny checkpoint."""
 import json
-import sys
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from bench.selection_oracle import main, truth_scores  # noqa: E402
-from onestory.data.dataset import eval_stories  # noqa: E402
-from onestory.data.storyworld import relevance  # noqa: E402
-from onestory.eval.generate import GenParams, generate_batch  # noqa: E402
-from onestory.train.checkpoint import save_checkpoint  # noqa: E402
-from onestory.train.config import TrainConfig  # noqa: E402
-from onestory.train.loop import make_optimizer  # noqa: E402
-from onestory.train.model import StoryModel  # noqa: E402
+from onestory_lab.experiments.selection_oracle import main, truth_scores
+from onestory_lab.storyworld.dataset import eval_stories
+from onestory_lab.storyworld.world import relevance
+from onestory_lab.eval.generate import GenParams, generate_batch
+from onestory_lab.train.checkpoint import save_checkpoint
+from onestory_lab.train.config import TrainConfig
+from onestory_lab.train.loop import make_optimizer
+from onestory_lab.train.model import StoryModel
 
 TINY = dict(dim=64, layers=1, heads=1, ffn_dim=128, text_dim=128, sel_width=32, sel_queries=2, sel_heads=1,
             pixel_frames=1, policy="both", k=1, budget=1.0)

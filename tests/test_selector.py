@@ -9,7 +9,9 @@ from onestory.conditioner import AdaptiveConditioner, solve_budget
 from onestory.errors import OneStoryError, ShapeError
 from onestory.latent import LatentNormalization
 from onestory.memory import MemoryBank
-from onestory.selector import FrameSelector, Selection, score_frames, select, top_k
+from onestory.frame_selector import FrameSelector
+from onestory.selection import Selection, top_k
+from onestory.scorers import score_frames, select
 
 C, DT = 4, 12
 
@@ -390,58 +392,6 @@ def test_encode_then_score_equals_forward_with_masks():
         sel.score_encoded(type(enc)(enc.tokens[..., :8], enc.pooled), text)
     with pytest.raises(ShapeError, match="text has batch"):
         sel.score_encoded(enc, text[:1])
-
-
-def test_bank_cache_is_exact_through_story_edits():
-    sel = tiny_selector()
-    text = torch.randn(6, DT)
-    norm = LatentNormalization((0.1, -0.2, 0.3, 0.0), (1.0, 2.0, 0.5, 1.5))
-    g = torch.Generator().manual_seed(3)
-    bank = MemoryBank.empty()
-    banks = []
-    for s in range(4):                                   # a story, shot by shot
-        bank = bank.add_shot(torch.randn(C, 3, 6, 6, generator=g), f"shot {s}")
-        banks.append(bank)
-    edits = [banks[-1].swap_frame(4, torch.randn(C, 6, 6, generator=g)),
-             banks[-1].drop_shot(1), banks[-1].set_pinned([0, 7]).set_excluded(2), banks[-1].truncate(2),
-             banks[1], banks[-1]]
-    for b in banks + edits:
-        frames, fingerprint = b.frames.clone(), b.fingerprint()
-        got = select(b, 3, "learned", text=text, selector=sel, normalization=norm)
-        ref = fresh_scores(sel, b, text, norm)
-        torch.testing.assert_close(got.scores, ref, rtol=1e-5, atol=1e-6)
-        assert got.kept == top_k(ref, 3, b.pinned, b.excluded).kept
-        # the cache holds exactly this bank's frames: nothing stale, nothing missing
-        assert sel.cached_frame_keys() == b.frame_keys()
-        assert torch.equal(b.frames, frames) and b.fingerprint() == fingerprint   # inputs untouched
-
-
-def test_bank_cache_follows_weights_normalization_and_size_limit():
-    sel = tiny_selector()
-    text = torch.randn(5, DT)
-    bank = random_bank(shots=2, t=3)
-    keys = set(sel.state_dict())
-    select(bank, 2, "learned", text=text, selector=sel)
-    assert set(sel.state_dict()) == keys                 # the cache is not model state
-    with torch.no_grad():
-        sel.memory_proj.weight.mul_(1.5)                 # e.g. an optimizer step
-    torch.testing.assert_close(sel.score_bank(bank, text), fresh_scores(sel, bank, text))
-    sel.load_state_dict(tiny_selector(seed=7).state_dict())
-    torch.testing.assert_close(sel.score_bank(bank, text), fresh_scores(sel, bank, text))
-    norm = LatentNormalization((1.0,) * C, (2.0,) * C)
-    torch.testing.assert_close(sel.score_bank(bank, text, norm), fresh_scores(sel, bank, text, norm))
-    sel.double()
-    torch.testing.assert_close(sel.score_bank(bank, text).double(),
-                               fresh_scores(sel, bank, text.double()).double())
-    sel.float()
-    sel.memory_cache_max_bytes = 0                       # too large to keep: computed, not cached
-    torch.testing.assert_close(sel.score_bank(bank, text), fresh_scores(sel, bank, text))
-    assert sel.cached_frame_keys() == ()
-    del sel.memory_cache_max_bytes
-    sel.score_bank(bank, text)
-    assert sel.cached_frame_keys() == bank.frame_keys()
-    sel.clear_memory_cache()
-    assert sel.cached_frame_keys() == ()
 
 
 def test_score_bank_input_errors_name_the_input():

@@ -4,15 +4,16 @@ import torch
 
 from onestory.adapter import AdapterMeta, OneStoryAdapter
 from onestory.conditioner import AdaptiveConditioner
-from onestory.data.dataset import StoryPrefixPool
-from onestory.data.inflation import story_seed
-from onestory.data.storyworld import PATTERN_NAMES, make_story, relevance
+from onestory_lab.storyworld.dataset import StoryPrefixPool
+from onestory_lab.storyworld.inflation import story_seed
+from onestory_lab.storyworld.world import PATTERN_NAMES, make_story, relevance
 from onestory.errors import OneStoryError, ShapeError
 from onestory.memory import MemoryBank
-from onestory.selector import FrameSelector, select
-from onestory.train.config import TrainConfig
-from onestory.train.loop import make_optimizer, story_batch, train_step
-from onestory.train.model import StoryModel
+from onestory.frame_selector import FrameSelector
+from onestory.scorers import select
+from onestory_lab.train.config import TrainConfig
+from onestory_lab.train.loop import make_optimizer, story_batch, train_step
+from onestory_lab.train.model import StoryModel
 
 C, DT = 4, 12
 
@@ -129,7 +130,7 @@ TINY = dict(dim=64, layers=2, heads=1, ffn_dim=128, text_dim=128, sel_width=32, 
 
 
 def _triplets(n=4):
-    from onestory.data.dataset import TripletDataset
+    from onestory_lab.storyworld.dataset import TripletDataset
 
     ds = TripletDataset(length=64, seed=0, pixel_frames=1)
     return torch.utils.data.default_collate([ds[i] for i in range(n)])

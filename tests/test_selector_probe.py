@@ -1,18 +1,13 @@
 """bench/selector_probe.py: the top-1 hit rate of a scorer against the story world's ground truth."""
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from bench.selector_probe import probe  # noqa: E402
-from onestory.data.storyworld import relevance  # noqa: E402
-from onestory.train.config import TrainConfig  # noqa: E402
-from onestory.train.model import StoryModel  # noqa: E402
+from onestory_lab.experiments.selector_probe import probe
+from onestory_lab.storyworld.world import relevance
+from onestory_lab.train.config import TrainConfig
+from onestory_lab.train.model import StoryModel
 
 TINY = dict(dim=64, layers=1, heads=1, ffn_dim=128, text_dim=128, sel_width=32, sel_queries=2, sel_heads=1,
             pixel_frames=1)

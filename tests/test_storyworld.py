@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from onestory.data import (EvalStoryDataset, LatentCodec, TextEncoder, Tokenizer, TripletDataset,
+from onestory_lab.storyworld import (EvalStoryDataset, LatentCodec, TextEncoder, Tokenizer, TripletDataset,
                            contact_sheet, eval_stories, frames_to_tensor, make_story, make_triplet,
                            read_frame, read_latent, relevance, score, story_seed, summarize)
-from onestory.data.grammar import LAYOUT_PHRASE, caption_words
-from onestory.data.inflation import KINDS, make_triplet
-from onestory.data.render import min_palette_gap, min_room_gap
-from onestory.data.storyworld import PATTERN_NAMES
+from onestory_lab.storyworld.grammar import LAYOUT_PHRASE, caption_words
+from onestory_lab.storyworld.inflation import KINDS, make_triplet
+from onestory_lab.storyworld.render import min_palette_gap, min_room_gap
+from onestory_lab.storyworld.world import PATTERN_NAMES
 
 N_STORIES = 25  # per pattern for the cheap structural checks
 

@@ -6,7 +6,7 @@ import socket
 import subprocess
 import sys
 
-from onestory.train.checkpoint import load_model
+from onestory_lab.train.checkpoint import load_model
 
 
 def _free_port() -> int:
@@ -19,7 +19,7 @@ def test_torchrun_two_processes(tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
            "--master_port", str(_free_port()),
-           "-m", "onestory", "train", "--out", str(out), "--steps", "3", "--batch-size", "2",
+           "-m", "onestory_lab", "train", "--out", str(out), "--steps", "3", "--batch-size", "2",
            "--dim", "64", "--layers", "1", "--heads", "1", "--ffn-dim", "64", "--sel-width", "16",
            "--sel-queries", "2", "--sel-heads", "1", "--pixel-frames", "1", "--threads", "1",
            "--decoupled-steps", "1", "--warmup-lr-steps", "0", "--log-every", "1", "--progress", "false",

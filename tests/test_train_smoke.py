@@ -2,12 +2,12 @@
 import torch
 from safetensors.torch import load_file
 
-from onestory.data.dataset import TripletDataset
-from onestory.train.checkpoint import load_model
-from onestory.train.config import TrainConfig
-from onestory.train.losses import noisy, sample_sigma, selector_loss, shot_loss
-from onestory.train.loop import make_optimizer, train, train_step
-from onestory.train.model import StoryModel
+from onestory_lab.storyworld.dataset import TripletDataset
+from onestory_lab.train.checkpoint import load_model
+from onestory_lab.train.config import TrainConfig
+from onestory_lab.train.losses import noisy, sample_sigma, selector_loss, shot_loss
+from onestory_lab.train.loop import make_optimizer, train, train_step
+from onestory_lab.train.model import StoryModel
 from onestory.wan import WanModel
 
 TINY = dict(dim=64, layers=2, heads=1, ffn_dim=128, text_dim=128, sel_width=32, sel_queries=2, sel_heads=1,
@@ -72,9 +72,9 @@ def test_checkpoint_resume_round_trip(tmp_path):
 def test_one_latent_frame_shots_normalised_space_and_wan_init(tmp_path):
     """pixel_frames=1 trains on 1-latent-frame shots; latent_norm keeps bank space outside the
     model (generation hands the reader bank-space latents); wan_init starts at v = 0."""
-    from onestory.data.dataset import eval_stories
-    from onestory.eval.generate import GenParams, generate_batch
-    from onestory.train.checkpoint import base_architecture
+    from onestory_lab.storyworld.dataset import eval_stories
+    from onestory_lab.eval.generate import GenParams, generate_batch
+    from onestory_lab.train.checkpoint import base_architecture
 
     cfg = TrainConfig(out=str(tmp_path / "base"), steps=2, policy="none", pixel_frames=1, latent_norm=True,
                       wan_init=True, **TINY)
@@ -99,9 +99,9 @@ def test_one_latent_frame_shots_normalised_space_and_wan_init(tmp_path):
 
 def test_world_latent_statistics_match_the_codec():
     """WORLD_MEAN / WORLD_STD are measured, not invented: re-measure them on other stories."""
-    from onestory.data.inflation import story_seed
-    from onestory.data.latent import WORLD_MEAN, WORLD_STD, LatentCodec, frames_to_tensor
-    from onestory.data.storyworld import PATTERN_NAMES, make_story
+    from onestory_lab.storyworld.inflation import story_seed
+    from onestory_lab.storyworld.latent import WORLD_MEAN, WORLD_STD, LatentCodec, frames_to_tensor
+    from onestory_lab.storyworld.world import PATTERN_NAMES, make_story
 
     codec = LatentCodec()
     z = torch.stack([codec.encode(frames_to_tensor(make_story(story_seed("train", 5_000 + i),

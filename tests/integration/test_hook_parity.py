@@ -37,7 +37,7 @@ import comfy.sd  # noqa: E402
 
 from onestory.conditioner import AdaptiveConditioner, Context  # noqa: E402
 from onestory.memory import MemoryBank  # noqa: E402
-from onestory.selector import select  # noqa: E402
+from onestory.scorers import select  # noqa: E402
 from onestory.wan import WanConfig, WanModel  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,7 +53,7 @@ def load_pack():
         mod = importlib.util.module_from_spec(spec)
         sys.modules["onestory_pack"] = mod
         spec.loader.exec_module(mod)
-    import onestory_pack.nodes.hook as hook
+    import onestory_pack.nodes.glue.hook as hook
 
     return hook
 

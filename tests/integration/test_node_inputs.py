@@ -81,7 +81,7 @@ def write_adapter(comfy, name: str, dim: int, channels: int = 16, family: str = 
                   time_gap: float = 1.0) -> None:
     from onestory.adapter import OneStoryAdapter
     from onestory.conditioner import AdaptiveConditioner
-    from onestory.selector import FrameSelector
+    from onestory.frame_selector import FrameSelector
 
     torch.manual_seed(0)
     cond = AdaptiveConditioner(channels, dim, time_gap=time_gap)

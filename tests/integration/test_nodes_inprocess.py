@@ -13,15 +13,15 @@ from test_hook_parity import CONFIGS, load_pack, models  # noqa: E402  (skips th
 import comfy.utils  # noqa: E402
 
 load_pack()
-import onestory_pack.nodes.adapter_compat as adapter_compat  # noqa: E402
+import onestory_pack.nodes.glue.adapter_compat as adapter_compat  # noqa: E402
 import onestory_pack.nodes.adapter_nodes as adapter_nodes  # noqa: E402
 import onestory_pack.nodes.next_shot_nodes as next_shot_nodes  # noqa: E402
-from onestory_pack.nodes.bridge import backbone_of, normalization_of  # noqa: E402
+from onestory_pack.nodes.glue.bridge import backbone_of, normalization_of  # noqa: E402
 from onestory_pack.onestory.adapter import OneStoryAdapter  # noqa: E402
 from onestory_pack.onestory.conditioner import AdaptiveConditioner  # noqa: E402
 from onestory_pack.onestory.errors import AdapterMismatch  # noqa: E402
 from onestory_pack.onestory.memory import MemoryBank  # noqa: E402
-from onestory_pack.onestory.selector import FrameSelector  # noqa: E402
+from onestory_pack.onestory.frame_selector import FrameSelector  # noqa: E402
 
 
 def _shots_kwargs(steps: int) -> dict:
@@ -69,7 +69,7 @@ def test_adapter_file_keeps_time_gap_and_selector(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(bundle.selector.state_dict().values(), sel.state_dict().values()))
     # the time gap reaches the context positions: t = -(n - j) - time_gap
     bank = MemoryBank.empty().add_shot(torch.randn(16, 2, 4, 4), "x")
-    from onestory_pack.onestory.selector import select
+    from onestory_pack.onestory.scorers import select
 
     ctx = bundle.conditioner.build(bank, select(bank, 2, "recency"), 1.0)
     assert sorted(set(ctx.positions[:, 0].tolist())) == [-4.5, -3.5]

@@ -1,2 +1,0 @@
-"""OneStory benchmarks (scripts, not tests). Entry point: `python -m onestory bench --out DIR`
-or `python -m bench.run --out DIR` from the repository root. See docs/performance.md."""
