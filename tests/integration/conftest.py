@@ -37,15 +37,14 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def comfy(tmp_path_factory):
-    sys.path.insert(0, str(HERE))
-    from client import Comfy
+    from client import Comfy   # tests/integration is on sys.path as this conftest's folder (pytest)
     from PIL import Image
 
     base = tmp_path_factory.mktemp("comfy_base")
     for d in ("models", "custom_nodes", "input", "output", "user", "temp"):
         (base / d).mkdir()
     subprocess.run([sys.executable, str(HERE / "make_tiny_models.py"), "--comfy", COMFY, "--out", str(base / "models")],
-                   check=True, cwd=COMFY)
+                   check=True, cwd=COMFY, env=dict(os.environ, PYTHONPATH=COMFY))
     (base / "custom_nodes" / "onestory").symlink_to(ROOT)
     (base / "custom_nodes" / "onestory_test_pack").symlink_to(HERE / "test_pack")
     Image.new("RGB", (64, 64), (200, 60, 60)).save(base / "input" / "onestory_test.png")

@@ -17,7 +17,6 @@ import argparse
 import json
 import math
 import os
-import sys
 
 DIM, HEADS, LAYERS, FFN = 128, 1, 2, 256
 
@@ -51,10 +50,9 @@ def write(module, path: str, metadata: dict | None = None) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--comfy", required=True, help="ComfyUI checkout")
+    ap.add_argument("--comfy", required=True, help="ComfyUI checkout (also on PYTHONPATH: ComfyUI is not a package)")
     ap.add_argument("--out", required=True, help="models directory to write into")
     a = ap.parse_args()
-    sys.path.insert(0, a.comfy)
     import torch
     import comfy.cli_args
 

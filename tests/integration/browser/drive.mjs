@@ -1,6 +1,6 @@
 // Drives the real ComfyUI frontend in headless Debian Chromium (playwright-core, no browser download):
 // load a workflow, queue, wait, read the memory strip, click a thumbnail to pin it, re-queue, export
-// the workflow. Prints one JSON line with what it saw; tests/browser/test_frontend.py checks it
+// the workflow. Prints one JSON line with what it saw; tests/integration/browser/test_frontend.py checks it
 // against the server's /history.
 //   node drive.mjs <server url> <api workflow.json> <strip node id> <out dir>
 import { chromium } from "playwright-core";

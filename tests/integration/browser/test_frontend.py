@@ -16,7 +16,7 @@ from pathlib import Path
 from tiny import tinyfy
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
+ROOT = HERE.parents[2]
 EXAMPLE = "onestory_wan21_t2v_story"
 
 
@@ -41,7 +41,7 @@ def ran(entry: dict, wf: dict) -> set[str]:
 
 def test_strip_pin_requeue_and_saved_workflow(comfy, tmp_path):
     assert Path("/usr/bin/chromium").exists(), "apt-get install -y chromium"
-    assert (HERE / "node_modules" / "playwright-core").is_dir(), "run `npm ci` in tests/browser"
+    assert (HERE / "node_modules" / "playwright-core").is_dir(), "run `npm ci` in tests/integration/browser"
     out = Path(os.environ.get("ONESTORY_BROWSER_OUT", tmp_path))
     out.mkdir(parents=True, exist_ok=True)
     wf = tinyfy(json.loads((ROOT / "example_workflows" / "api" / f"{EXAMPLE}.json").read_text()))

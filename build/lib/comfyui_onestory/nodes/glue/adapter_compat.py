@@ -1,0 +1,40 @@
+"""A trained OneStory adapter file bound to a ComfyUI MODEL.
+
+Everything about the file (format, version, metadata, strict weight loading, building the
+selector / conditioner with the metadata's hyper-parameters *including* `time_gap`, and the
+backbone check) is the core's `onestory.adapter.OneStoryAdapter.load`; this module only turns
+a ComfyUI MODEL into the core's `BackboneInfo` and the result into an `AdapterBundle`.
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from .core import AdapterMeta, BackboneInfo, OneStoryAdapter, check_compatible
+from .types import AdapterBundle
+
+
+def expectation(backbone) -> BackboneInfo:
+    """The core's BackboneInfo for a ComfyUI Wan MODEL (same family rules as the core)."""
+    return BackboneInfo.from_wan_config(SimpleNamespace(
+        model_type=backbone.model_type, dim=backbone.model_dim, text_dim=backbone.text_dim,
+        in_dim=backbone.in_dim, out_dim=backbone.latent_channels))
+
+
+def bundle_from_file(name: str, path, backbone, normalization, latent_format) -> AdapterBundle:
+    """Load `path` strictly for this backbone (AdapterMismatch lists every differing field)."""
+    adapter = OneStoryAdapter.load(path, expect=expectation(backbone))
+    return AdapterBundle(name, adapter.conditioner.eval(), adapter.selector, backbone, normalization,
+                         latent_format, default_k=adapter.meta.default_k,
+                         default_budget=adapter.meta.default_budget)
+
+
+def check_bundle(adapter: AdapterBundle, backbone, which: str) -> None:
+    """An adapter bound to one MODEL used with another (e.g. model_low): the core's check.
+
+    A bundle is bound to the backbone it was loaded for (trained files were already checked
+    against it), so that backbone stands for the adapter's metadata here.
+    """
+    own = expectation(adapter.backbone)
+    meta = AdapterMeta(backbone=own.family, model_dim=own.model_dim, text_dim=own.text_dim,
+                       latent_channels=own.latent_channels)
+    check_compatible(meta, expectation(backbone), name=f"adapter {adapter.name!r} (connected with the {which})")
