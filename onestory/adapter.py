@@ -73,7 +73,7 @@ class AdapterMeta:
     latent_channels: int                # C of the VAE latents
     kernels: tuple[Kernel, ...] = DEFAULT_KERNELS
     default_budget: float = defaults.BUDGET   # latent-frame equivalents (paper default: 1)
-    default_k: int = DEFAULT_K          # frames kept by the selector (research/papers.md preset A)
+    default_k: int = DEFAULT_K          # frames kept by the selector (onestory.defaults)
     selector: SelectorMeta | None = None
     # Extra RoPE time offset of context frames (AdaptiveConditioner.time_gap). It is not a
     # weight, so it must travel in the metadata or a trained adapter would load with other

@@ -50,7 +50,7 @@ def test_bad_kernel_tables_are_refused(kernels, words):
 
 
 def test_tokens_per_frame_paper_numbers():
-    # research/papers.md §3: 480x832 -> latent 60x104.
+    # Wan 2.1 at 480x832 -> latent 60x104 (stride 8).
     assert [tokens_per_frame(k, 60, 104) for k in DEFAULT_KERNELS] == [1560, 390, 104, 28]
     assert tokens_per_frame((1, 4, 4), 5, 7) == 2 * 2
     assert budget_tokens(1.0, 60, 104) == 1560

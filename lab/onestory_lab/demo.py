@@ -1,6 +1,6 @@
 """`python -m onestory_lab demo`: a six-shot insert-and-recall story on the CPU with the bundled
-story-world checkpoint (onestory/assets/storyworld_{dit,adapter}.safetensors, trained by the
-one command in docs/training.md).
+story-world checkpoint (lab/onestory_lab/assets/storyworld_{dit,adapter}.safetensors, trained by
+the one command in docs/training.md).
 
 Writes OUT/story.gif (the generated video, shot after shot), OUT/contact_sheet.png (each
 generated shot, the memory frames its selector kept with their scores and conditioner tiers,

@@ -1,8 +1,8 @@
 """Ablations of paper Table 2 on the story world: train every config for the same number of
 steps with 3 seeds, evaluate on held-out stories, write a table + plot.
 
-    python bench/ablate.py --out runs/ablate --init runs/base/checkpoint/dit.safetensors --groups a b c
-    python bench/ablate.py --out runs/ablate --report docs/results_ablation.png   # table + plot only
+    python -m onestory_lab.experiments.ablate --out runs/ablate --init runs/base/checkpoint/dit.safetensors --groups a b c
+    python -m onestory_lab.experiments.ablate --out runs/ablate --report docs/results_ablation.png   # table + plot only
 
 Resumable: a (config, seed) whose result JSON exists is skipped. Results: OUT/<name>_s<seed>.json.
 """

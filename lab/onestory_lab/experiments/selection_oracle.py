@@ -12,7 +12,7 @@ the ranking of the memory changes:
 Per-shot colour accuracy of recurring characters and environment recall show where in a story
 the ranking acts. ``learned`` between ``recency`` and ``oracle`` is the selector earning its keep.
 
-    python bench/selection_oracle.py --run runs/ablate/both_s0 --k 2 --out runs/oracle_s0.json
+    python -m onestory_lab.experiments.selection_oracle --run runs/ablate/both_s0 --k 2 --out runs/oracle_s0.json
 """
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rankings", nargs="+", default=list(RANKINGS), choices=RANKINGS)
     ap.add_argument("--pattern", default="insert_recall")
     ap.add_argument("--stories", type=int, default=200)
-    ap.add_argument("--seed", type=int, default=None, help="noise seed (default: the run's training seed, as bench/ablate.py)")
+    ap.add_argument("--seed", type=int, default=None, help="noise seed (default: the run's training seed, as experiments/ablate.py)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", required=True, help="result JSON")
     args = ap.parse_args(argv)

@@ -7,8 +7,8 @@ the shot's recurring entities that frame shows) is the maximum over the memory. 
 shot index, next to the same rate for "newest frame first" (what last-frame-only keeps) and for
 a uniformly random frame (the expected hit rate = share of frames at the maximum).
 
-    python bench/selector_probe.py --dit D.safetensors --adapter A.safetensors [--stories 200]
-    python bench/selector_probe.py                    # the bundled checkpoint
+    python -m onestory_lab.experiments.selector_probe --dit D.safetensors --adapter A.safetensors [--stories 200]
+    python -m onestory_lab.experiments.selector_probe                    # the bundled checkpoint
 """
 from __future__ import annotations
 
