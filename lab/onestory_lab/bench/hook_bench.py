@@ -1,8 +1,8 @@
-"""Part 3 (opt-in): the ComfyUI hook (nodes/glue/hook.py) on a real ComfyUI with a tiny Wan.
+"""The ComfyUI hook (nodes/glue/hook.py) on a real ComfyUI with a tiny Wan (opt-in).
 
-Runs inside ComfyUI's Python, with the pack and the lab installed there (`pip install -e . -e lab`)
-and the ComfyUI checkout on PYTHONPATH (`onestory bench` starts it so when ONESTORY_COMFYUI_DIR
-is set):
+Runs inside ComfyUI's Python, with the pack and the lab importable there (`pip install -e . -e lab`,
+or on PYTHONPATH) and the ComfyUI checkout first on PYTHONPATH (`python -m onestory_lab bench`
+starts it so when ONESTORY_COMFYUI_DIR is set):
 
     PYTHONPATH=~/comfyui-harness/ComfyUI ONESTORY_COMFYUI_DIR=~/comfyui-harness/ComfyUI \
         ~/comfyui-harness/venv/bin/python -m onestory_lab.bench.hook_bench [--quick]

@@ -88,7 +88,7 @@ def run(out_dir: str, quick: bool = False, threads: int = 1, hook: bool = True,
     pipeline = pipeline_check(story, cfg, steps=2 if quick else 3)
     mem = None
     if memory:
-        _log("[bench] part 1: peak memory (subprocess)")
+        _log("[bench] part 3: peak memory (subprocess)")
         mem_shots = [cfg.shots[0]] if quick else [cfg.shots[0], cfg.shots[len(cfg.shots) // 2], cfg.shots[-1]]
         try:
             mem = measure_memory(cfg.name, mem_shots, threads)
@@ -96,15 +96,15 @@ def run(out_dir: str, quick: bool = False, threads: int = 1, hook: bool = True,
             mem = {"status": "failed", "reason": str(exc)[-2000:]}
     hook_res = {"status": "skipped", "reason": "disabled (--no-hook)"}
     if hook:
-        _log("[bench] part 3: ComfyUI hook")
+        _log("[bench] part 4: ComfyUI hook")
         hook_res = measure_hook(quick, threads, clock)
-    _log("[bench] part 4: analytic cost model")
+    _log("[bench] part 5: analytic cost model")
     check = analytic_check(cfg, steps)
     analytic = cm.report(shots=tuple(range(2, 11)))
     shots = list(cfg.shots)
     first, last = str(shots[0]), str(shots[-1])
     b1 = steps["step_seconds"]["onestory_b1"]
-    _log("[bench] part 5: selector + conditioner at Wan 2.1 14B 480p sizes, step priced")
+    _log("[bench] part 6: selector + conditioner at Wan 2.1 14B 480p sizes, step priced")
     real = realscale.run(realscale.QUICK if quick else realscale.RealScale(shots=tuple(range(2, 11))),
                          _log, scaled=(cfg, b1[first]))
     results = {
@@ -172,7 +172,7 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
                    help="torch threads (default 1: stable ratios on a shared machine)")
     p.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
                    help="cpu: process CPU time (default; robust on a shared machine), wall: perf_counter")
-    p.add_argument("--no-hook", action="store_true", help="skip part 3 even if ONESTORY_COMFYUI_DIR is set")
+    p.add_argument("--no-hook", action="store_true", help="skip the ComfyUI hook part even if ONESTORY_COMFYUI_DIR is set")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocess")
     return p
 
