@@ -8,14 +8,10 @@ its inputs, and never keeps a reference to a tensor the caller still owns.
 Treat it as read-only: banks share it between each other (e.g. `set_pinned` reuses it), and
 the fingerprint is cached, so an in-place change would silently corrupt every bank sharing it.
 Use `swap_frame` to change a frame.
-
-Every frame also carries an opaque key (`frame_keys`) that follows it through the operations,
-so per-frame results (e.g. the Frame Selector's encoding of a frame) can be cached across banks.
 """
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import operator
 import os
@@ -213,15 +209,6 @@ def _to_storage(x: Tensor, dtype: torch.dtype, what: str) -> Tensor:
 
 # ----------------------------------------------------------------------------- bank
 
-# Process-wide source of frame keys: a key is never reused, so equal keys always mean the same
-# frame content (frames are read-only). next() on itertools.count is atomic under the GIL.
-_FRAME_KEYS = itertools.count()
-
-
-def _fresh_keys(n: int) -> tuple[int, ...]:
-    return tuple(itertools.islice(_FRAME_KEYS, n))
-
-
 class MemoryBank:
     """Immutable memory of earlier shots: frames "f c h w" + one FrameRecord per frame.
 
@@ -229,7 +216,7 @@ class MemoryBank:
     enforces this, so a frame's index in the bank is also its global time rank.
     """
 
-    __slots__ = ("_frames", "_records", "_shots", "_fingerprint", "_keys")
+    __slots__ = ("_frames", "_records", "_shots", "_fingerprint")
 
     def __init__(self, frames: Tensor, records: Iterable[FrameRecord],
                  shots: Iterable[ShotRecord]) -> None:
@@ -245,29 +232,22 @@ class MemoryBank:
         self._init(frames, tuple(records), tuple(shots))
 
     def _init(self, frames: Tensor, records: tuple[FrameRecord, ...],
-              shots: tuple[ShotRecord, ...], keys: tuple[int, ...] | None = None) -> None:
+              shots: tuple[ShotRecord, ...]) -> None:
         if len(records) == 0:
             # One canonical empty layout, so every empty bank of a dtype has one fingerprint.
             frames = torch.empty(0, 0, 0, 0, dtype=frames.dtype)
         _check_structure(frames, records, shots)
-        if keys is None:
-            keys = _fresh_keys(len(records))
-        elif len(keys) != len(records):   # internal invariant, not a user error
-            raise AssertionError(f"{len(keys)} frame keys for {len(records)} frames")
         object.__setattr__(self, "_frames", frames)
         object.__setattr__(self, "_records", records)
         object.__setattr__(self, "_shots", shots)
         object.__setattr__(self, "_fingerprint", None)
-        object.__setattr__(self, "_keys", keys)
 
     @classmethod
     def _new(cls, frames: Tensor, records: tuple[FrameRecord, ...],
-             shots: tuple[ShotRecord, ...], keys: tuple[int, ...] | None = None) -> "MemoryBank":
-        # Internal: `frames` is already a tensor owned by banks only (no copy needed). `keys`:
-        # the frames' keys when every frame is bit-identical to the frame that had the key;
-        # None = fresh keys.
+             shots: tuple[ShotRecord, ...]) -> "MemoryBank":
+        # Internal: `frames` is already a tensor owned by banks only (no copy needed).
         bank = cls.__new__(cls)
-        bank._init(frames, records, shots, keys)
+        bank._init(frames, records, shots)
         return bank
 
     @staticmethod
@@ -281,8 +261,7 @@ class MemoryBank:
         raise AttributeError("MemoryBank is immutable")
 
     def __reduce__(self):
-        # The default slot-state protocol would go through the blocked __setattr__. Keys are
-        # left out: they are only unique within one process, so an unpickled bank gets fresh ones.
+        # The default slot-state protocol would go through the blocked __setattr__.
         return (MemoryBank._new, (self._frames, self._records, self._shots))
 
     # ------------------------------------------------------------------ properties
@@ -327,17 +306,6 @@ class MemoryBank:
     def width(self) -> int | None:
         return self._frames.shape[3] if self._records else None
 
-    def frame_keys(self) -> tuple[int, ...]:
-        """One opaque key per frame, for caching per-frame results across banks.
-
-        Equal keys mean bit-identical frame content: a key follows its frame through
-        `add_shot`, `set_pinned` / `set_excluded`, `drop_shot` and `truncate`; `swap_frame` gives
-        the new frame a new key; a bank built or loaded from data gets new keys. Keys are unique
-        within this process only (not saved, not part of `fingerprint`), and the same content
-        may have different keys, which only costs a cache miss.
-        """
-        return self._keys
-
     @property
     def pinned(self) -> tuple[bool, ...]:
         return tuple(r.pinned for r in self._records)
@@ -377,8 +345,7 @@ class MemoryBank:
         index = self.num_shots
         records = self._records + tuple(FrameRecord(index, i, source) for i in range(new.shape[0]))
         frames = torch.cat([self._frames, new]) if self._records else new
-        return MemoryBank._new(frames, records, self._shots + (shot,),
-                               self._keys + _fresh_keys(new.shape[0]))
+        return MemoryBank._new(frames, records, self._shots + (shot,))
 
     def swap_frame(self, index: int, latent: Tensor, source: str = "user") -> "MemoryBank":
         """Replace frame `index` with `latent` ("c h w", or "1 c 1 h w" = a one-image LATENT).
@@ -399,8 +366,7 @@ class MemoryBank:
         old = self._records[index]
         rec = FrameRecord(old.shot, old.frame, source, old.pinned, old.excluded)
         records = self._records[:index] + (rec,) + self._records[index + 1:]
-        keys = self._keys[:index] + _fresh_keys(1) + self._keys[index + 1:]
-        return MemoryBank._new(frames, records, self._shots, keys)
+        return MemoryBank._new(frames, records, self._shots)
 
     def set_pinned(self, indices: int | Iterable[int], pinned: bool = True) -> "MemoryBank":
         """Pin (always keep) or unpin frames. Pinning a frame clears its `excluded` flag."""
@@ -418,8 +384,7 @@ class MemoryBank:
                                                             r.pinned, r.excluded)
                         for r in self._records if r.shot != shot)
         frames = self._frames[torch.tensor(keep, dtype=torch.long)] if keep else self._frames[:0]
-        return MemoryBank._new(frames, records, self._shots[:shot] + self._shots[shot + 1:],
-                               tuple(self._keys[i] for i in keep))
+        return MemoryBank._new(frames, records, self._shots[:shot] + self._shots[shot + 1:])
 
     def truncate(self, num_shots: int) -> "MemoryBank":
         """Keep shots [0, num_shots) — e.g. before re-generating shot `num_shots`."""
@@ -430,7 +395,7 @@ class MemoryBank:
         f = sum(1 for r in self._records if r.shot < n)
         # clone: a slice would keep the dropped frames' memory alive.
         frames = self._frames if f == self.num_frames else self._frames[:f].clone()
-        return MemoryBank._new(frames, self._records[:f], self._shots[:n], self._keys[:f])
+        return MemoryBank._new(frames, self._records[:f], self._shots[:n])
 
     def shot_frames(self, shot: int) -> Tensor:
         """Frames of one shot as "c t h w" (a fresh copy, storage dtype)."""
@@ -556,7 +521,7 @@ class MemoryBank:
             excluded = value if flag == "excluded" else (r.excluded and not value)
             records[i] = FrameRecord(r.shot, r.frame, r.source, pinned, excluded)
         # Flags only: the frames tensor is shared, not copied (it is read-only by contract).
-        return MemoryBank._new(self._frames, tuple(records), self._shots, self._keys)
+        return MemoryBank._new(self._frames, tuple(records), self._shots)
 
 
 def _check_structure(frames: Tensor, records: tuple[FrameRecord, ...],

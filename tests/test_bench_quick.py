@@ -41,8 +41,17 @@ def test_bench_quick_output_format(tmp_path):
             assert len(xs) == len(r["steps"]["samples"][m][s])
             assert all(0 < a < t for a, t in zip(xs, r["steps"]["samples"][m][s]))
     for row in r["selector_conditioner"]["per_shot"]:
-        assert row["selector_cold_seconds"] > 0 and row["fraction_of_step_cold"] > 0
-        assert row["fraction_of_step_after_step"] > 0
+        assert row["selector_seconds"] > 0 and row["conditioner_seconds"] > 0
+    rs = r["real_scale"]
+    assert [row["shot"] for row in rs["per_shot"]] == [2, 3]
+    for row in rs["per_shot"]:
+        assert row["total_seconds"] > 0 and row["flop_fraction_of_step"] > 0
+        assert math.isclose(row["fraction_of_step"], row["total_seconds"] / rs["step_seconds_priced"])
+        assert row["context_tokens"] == row["context_tokens_model"]   # the cost model prices the built context
+    # what an encoding cache could save: nothing at shot 2 (shot 1 had no memory), shot 2's memory at shot 3
+    assert rs["per_shot"][0]["reencode_previous_seconds"] == 0 < rs["per_shot"][1]["reencode_previous_seconds"]
+    assert rs["step_seconds_priced"] > 0 and rs["price_check"]["priced_over_measured"] > 0
+    assert "Wan" not in rs["sizes"]["model"]["name"]                # --quick prices the tiny sizes
     assert r["hook"]["status"] == "skipped" and "hook_overhead_ratio" not in r
     assert all({"value", "limit", "met"} <= set(t) for t in r["targets"].values())
     mem = r["memory"]

@@ -427,7 +427,7 @@ def test_forward_matches_frame_by_frame_reference(seed):
 
 
 def test_contexts_own_their_tensors():
-    # positions and tiers come from a cache shared by every call with the same tiers: changing a
+    # positions and tiers are built from a layout of the tiers: changing a
     # returned Context in place must not reach the next one
     cond = make_cond()
     frames = torch.randn(3, C, 8, 8)

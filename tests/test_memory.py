@@ -458,38 +458,3 @@ def test_safe_relative_path_refuses_symlink_escape(tmp_path):
     os.symlink(tmp_path / "elsewhere", base / "link")
     with pytest.raises(OneStoryError, match="outside"):
         safe_relative_path(base, "link/x", ".safetensors")
-
-
-# ------------------------------------------------------------------ frame keys
-
-
-def test_frame_keys_follow_their_frames():
-    bank = three_shots()                                       # 3 + 2 + 4 frames
-    keys = bank.frame_keys()
-    assert len(keys) == 9 and len(set(keys)) == 9
-    grown = bank.add_shot(lat(2, 5.0), "more")
-    assert grown.frame_keys()[:9] == keys and not set(grown.frame_keys()[9:]) & set(keys)
-    assert bank.set_pinned([0, 4]).frame_keys() == keys          # flags only: same frames
-    assert bank.set_excluded(2).frame_keys() == keys
-    swapped = bank.swap_frame(4, torch.zeros(C, H, W))
-    assert swapped.frame_keys()[:4] == keys[:4] and swapped.frame_keys()[5:] == keys[5:]
-    assert swapped.frame_keys()[4] not in keys
-    assert bank.drop_shot(1).frame_keys() == keys[:3] + keys[5:]
-    assert bank.truncate(2).frame_keys() == keys[:5]
-    assert bank.frame_keys() == keys                            # the input is unchanged
-    assert MemoryBank.empty().frame_keys() == ()
-
-
-def test_frame_keys_are_fresh_for_banks_built_or_loaded_from_data(tmp_path):
-    bank = three_shots()
-    path = tmp_path / "story.safetensors"
-    bank.save(path)
-    copies = [MemoryBank.load(path), MemoryBank.load(path), pickle.loads(pickle.dumps(bank)),
-              MemoryBank(bank.frames, bank.records, bank.shots)]
-    seen = set(bank.frame_keys())
-    for other in copies:
-        # same content and fingerprint, but nothing vouches that the frames are the same
-        # objects, so the keys are new (only a cache miss)
-        assert other.fingerprint() == bank.fingerprint()
-        assert not set(other.frame_keys()) & seen
-        seen |= set(other.frame_keys())

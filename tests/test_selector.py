@@ -366,11 +366,11 @@ def test_generation_loss_gives_no_gradient_to_selector_but_l_sel_does():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
-# ---------------------------------------------------------------- encodings and the bank cache
+# ---------------------------------------------------------------- encodings and scoring a bank
 
 
 def fresh_scores(selector, bank, text, norm=None):
-    """The uncached reference: forward on the whole bank in model space."""
+    """The reference: forward on the whole bank in model space."""
     norm = norm or LatentNormalization.identity(C)
     with torch.no_grad():
         return selector(norm.to_model(bank.frames, channel_dim=1)[None], text[None])[0]

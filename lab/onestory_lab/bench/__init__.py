@@ -1,2 +1,2 @@
-"""OneStory benchmarks (scripts, not tests). Entry point: `python -m onestory_lab bench --out DIR`
-or `python -m bench.run --out DIR` from the repository root. See docs/performance.md."""
+"""OneStory benchmarks (scripts, not tests): each backs a table of docs/performance.md.
+Entry point: `python -m onestory_lab bench --out DIR` (runs them all, see `run`)."""

@@ -104,7 +104,7 @@ class Geometry:
 
 @dataclass(frozen=True)
 class SelectorDims:
-    """``onestory.selector.FrameSelector`` sizes (paper defaults)."""
+    """``onestory.frame_selector.FrameSelector`` sizes (its and the adapter's defaults)."""
 
     width: int = 1024
     num_queries: int = 16

@@ -1,8 +1,8 @@
-"""Part 3 (opt-in): the ComfyUI hook (nodes/glue/hook.py) on a real ComfyUI with a tiny Wan.
+"""The ComfyUI hook (nodes/glue/hook.py) on a real ComfyUI with a tiny Wan (opt-in).
 
-Runs inside ComfyUI's Python, with the pack and the lab installed there (`pip install -e . -e lab`)
-and the ComfyUI checkout on PYTHONPATH (`onestory bench` starts it so when ONESTORY_COMFYUI_DIR
-is set):
+Runs inside ComfyUI's Python, with the pack and the lab importable there (`pip install -e . -e lab`,
+or on PYTHONPATH) and the ComfyUI checkout first on PYTHONPATH (`python -m onestory_lab bench`
+starts it so when ONESTORY_COMFYUI_DIR is set):
 
     PYTHONPATH=~/comfyui-harness/ComfyUI ONESTORY_COMFYUI_DIR=~/comfyui-harness/ComfyUI \
         ~/comfyui-harness/venv/bin/python -m onestory_lab.bench.hook_bench [--quick]
@@ -49,9 +49,9 @@ def main(argv=None) -> int:
 
     hook = importlib.import_module("comfyui_onestory.nodes.glue.hook")
     cfg = QUICK if a.quick else SCALED
-    # 75 repeats: per-repeat ratios of two identical models spread ±3-5 % (a 4-step sample takes
-    # ~0.3 s); with 25 their median still moved by about ±1 % between runs (session 5: 1.012 for
-    # an empty context, which installs nothing since then)
+    # 75 repeats: an empty context installs nothing, so empty vs unpatched is an A/A comparison;
+    # its per-repeat ratios spread ±3-5 % (a 4-step sample takes ~0.3 s), and with 25 repeats the
+    # median still moved by about ±1 % between runs
     steps, repeats = (2, 1) if a.quick else (4, 75)
     # ComfyUI guesses num_heads = dim // 128: use a 128-wide head so both sides agree.
     dim = 128

@@ -8,7 +8,7 @@ transient peak the step added on top of what was already resident (model, memory
 context). Limits: page granularity (4 kB); small (< 64 kB) allocations come from the heap and
 may be reused; thread stacks / oneDNN scratch count too; everything is CPU float32.
 
-Usage: python -m bench.memory_probe CONFIG SHOTS... (prints one JSON object on stdout)
+Usage: python -m onestory_lab.bench.memory_probe CONFIG SHOTS... (prints one JSON object on stdout)
 """
 from __future__ import annotations
 

@@ -53,19 +53,41 @@ def markdown(r: dict) -> str:
     elif mem:
         lines += ["", f"Peak memory: {mem.get('status')}: {mem.get('reason')}"]
     sc = r["selector_conditioner"]
-    lines += ["", "## Frame Selector + Adaptive Conditioner per shot (budget 1, learned selector)", "",
-              f"Fraction of a shot assumes S = {sc['steps_per_shot']} steps. Each selection starts as in a "
-              "story: the previous bank was scored last, so only the newest shot's frames are encoded. Cold: "
-              "with an empty encoding cache (e.g. the first shot after loading a story). After a step: each "
-              "selection right after a budget-1 step (CPU caches hold the DiT's data), divided by that step.", "",
-              "| shot | memory frames | selector ms | selector ms, cold | conditioner ms | fraction of a step "
-              "| cold | after a step | fraction of a shot |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", "## Frame Selector + Adaptive Conditioner per shot, scaled config (budget 1, learned selector)", "",
+              f"Medians; the step is the budget-1 step of the same shot timed right after. Fraction of a shot "
+              f"assumes S = {sc['steps_per_shot']} steps.", "",
+              "| shot | memory frames | selector ms | conditioner ms | fraction of a step | fraction of a shot |",
+              "|---|---|---|---|---|---|"]
     for row in sc["per_shot"]:
         lines.append(f"| {row['shot']} | {row['memory_frames']} | {1000 * row['selector_seconds']:.2f} | "
-                     f"{1000 * row['selector_cold_seconds']:.2f} | {1000 * row['conditioner_seconds']:.2f} | "
-                     f"{_pct(row['fraction_of_step'])} | {_pct(row['fraction_of_step_cold'])} | "
-                     f"{_pct(row['fraction_of_step_after_step'])} | {_pct(row['fraction_of_shot'])} |")
+                     f"{1000 * row['conditioner_seconds']:.2f} | {_pct(row['fraction_of_step'])} | "
+                     f"{_pct(row['fraction_of_shot'])} |")
+    rs = r["real_scale"]
+    sz, rates = rs["sizes"], rs["rates"]
+    lines += ["", f"## Frame Selector + Adaptive Conditioner at {sz['model']['name']} {sz['geometry']['name']} sizes", "",
+              f"Measured: selector width {sz['selector']['width']}, {sz['selector']['num_queries']} queries, "
+              f"{sz['selector']['heads']} heads, stride {sz['selector']['spatial_stride']}; conditioner D = "
+              f"{sz['model']['dim']}; caption {sz['model']['text_len']} x {sz['model']['text_dim']}; "
+              f"{sz['latent'][0]} latent frames of {sz['model']['latent_channels']} x {sz['latent'][1]} x "
+              f"{sz['latent'][2]} per shot; K = {sz['k']}, budget {sz['budget']}; medians of {sz['repeats']}. "
+              f"Priced: one DiT step (CFG batch 2, {rs['noise_tokens']} + {rs['context_tokens']} tokens, "
+              f"{rs['step_flops'] / 1e15:.2f} PFLOP) at this CPU's rates on the model's own kernel shapes: "
+              f"projection {rates['projection_flops_per_second'] / 1e9:.0f}, FFN "
+              f"{rates['ffn_flops_per_second'] / 1e9:.0f}, SDPA {rates['attention_flops_per_second'] / 1e9:.0f} "
+              f"GFLOP/s -> {rs['step_seconds_priced']:.0f} s per step.", "",
+              "| shot | memory frames | selector s | conditioner s | fraction of a step | FLOP fraction "
+              "| re-encoding the previous frames | bank fingerprint |", "|---|---|---|---|---|---|---|---|"]
+    for row in rs["per_shot"]:
+        lines.append(f"| {row['shot']} | {row['memory_frames']} | {row['selector_seconds']:.3f} | "
+                     f"{row['conditioner_seconds']:.3f} | {100 * row['fraction_of_step']:.5f} % | "
+                     f"{100 * row['flop_fraction_of_step']:.5f} % | {row['reencode_previous_seconds']:.3f} s "
+                     f"({100 * row['reencode_previous_fraction_of_step']:.5f} %) | "
+                     f"{row['fingerprint_seconds']:.3f} s ({100 * row['fingerprint_fraction_of_step']:.6f} %) |")
+    pc = rs.get("price_check")
+    if pc:
+        lines += ["", f"Pricing check on the scaled config: priced {1000 * pc['priced_seconds']:.1f} ms, measured "
+                  f"{1000 * pc['measured_seconds']:.1f} ms (priced / measured {pc['priced_over_measured']:.2f}: "
+                  "the share left out is element-wise work and dispatch)."]
     pc = r["pipeline_check"]
     lines += ["", "Real `NextShotGenerator.generate` (budget 1): " + "; ".join(
         f"shot {p['shot']}: {p['steps']} steps, selector x{p['selector_calls']}, conditioner x{p['conditioner_calls']}, "

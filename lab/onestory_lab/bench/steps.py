@@ -1,5 +1,6 @@
-"""Parts 1 and 2: per-step time of onestory/wan.py for every memory method and shot, and the
-per-shot cost of the Frame Selector + Adaptive Conditioner (scaled config, CPU).
+"""Per-step time of onestory/wan.py for every memory method and shot, the per-shot cost of the
+Frame Selector + Adaptive Conditioner, the pipeline call counts and the calibrated step-time
+model's check (scaled config, CPU).
 
 Noise control: every (method, shot) context is built once (as in a real shot), then the steps
 are timed round-robin - repeat r times every shot × method, method order rotated every round -
@@ -98,82 +99,41 @@ def paired_ratio(samples: dict, num: str, den: str, shots) -> float:
 
 
 @torch.no_grad()
-def measure_selection(story: Story, cfg: BenchConfig, step_seconds: dict, log: Log = print) -> dict:
+def measure_selection(story: Story, cfg: BenchConfig, log: Log = print) -> dict:
     """Selector (learned, on the whole bank) + conditioner (budget 1) time per shot, vs a step.
 
-    Every timed selection starts from the state a story is in when shot s begins: the selector
-    has just scored the previous bank (shots 1..s-2), so only shot s-1's frames are new to its
-    encoding cache. Three variants, medians over the repeats (3 x ``cfg.repeats`` selections,
-    ``cfg.repeats`` steps):
-
-    * ``fraction_of_step`` (the issue-5 target): repeats back to back, divided by the median
-      budget-1 step of that shot timed in the same phase (the pass below; part 1's median is
-      kept as ``step_seconds_part1``: load changes between the parts would bias the ratio);
-    * ``fraction_of_step_cold``: the same with an empty encoding cache (e.g. the first shot
-      after loading a story);
-    * ``fraction_of_step_after_step``: each selection runs right after a budget-1 step and is
-      divided by that step's time - CPU caches then hold the DiT's data, not the selector's, as
-      when a real shot follows the previous shot's sampling.
+    Neither module keeps anything between calls, so every repeat does a shot's whole work. The
+    fraction divides the median selection by the median budget-1 step of the same shot, timed
+    right after it (the same phase of a shared machine).
     """
     rows = []
-    selector = story.selector
     x, sigma = story.step_inputs()
-
-    def start_of_shot(previous):
-        # the selector keeps nothing between calls: scoring the previous bank first only puts
-        # the CPU caches in the state a story is in when the shot begins
-        if previous.num_frames:
-            select(previous, cfg.k, "learned", text=story.text, selector=selector)
-
-    def selection_and_context(bank):
-        t0 = now()
-        selection = select(bank, cfg.k, "learned", text=story.text, selector=selector)
-        t1 = now()
-        story.conditioner.build(bank, selection, 1.0)
-        return t1 - t0, now() - t1
-
+    # a selection takes ~1 ms, a step ~100: 3x more selection repeats cost nothing and steady a
+    # median that one slow phase of a shared machine could otherwise move
+    reps, sel_reps = max(3, cfg.repeats), max(3, 3 * cfg.repeats)
     for s in cfg.shots:
-        bank, previous = story.bank(s), story.bank(s - 1)
-        # a selection takes ~1 ms, a step ~100: 3x more selection repeats cost nothing and
-        # steady a median that one slow phase of a shared machine could otherwise move
-        reps, sel_reps = max(3, cfg.repeats), max(3, 3 * cfg.repeats)
-        sel_t, cond_t, cold_t, after = [], [], [], []
+        bank = story.bank(s)
+        sel_t, cond_t = [], []
         for _ in range(sel_reps):
-            start_of_shot(previous)
-            a, b = selection_and_context(bank)
-            sel_t.append(a)
-            cond_t.append(b)
             t0 = now()
-            select(bank, cfg.k, "learned", text=story.text, selector=selector)
-            cold_t.append(now() - t0)
+            selection = select(bank, cfg.k, "learned", text=story.text, selector=story.selector)
+            t1 = now()
+            story.conditioner.build(bank, selection, 1.0)
+            sel_t.append(t1 - t0)
+            cond_t.append(now() - t1)
         velocity = story.velocity(story.context("onestory_b1", s))
-        step_t = []
-        for _ in range(reps):
-            start_of_shot(previous)
-            step_t.append(timed(lambda: velocity(x, sigma)))
-            a, b = selection_and_context(bank)
-            after.append((a + b) / step_t[-1])
-        step = median(step_t)
+        step = median([timed(lambda: velocity(x, sigma)) for _ in range(reps)])
         total = median([a + b for a, b in zip(sel_t, cond_t)])
-        total_cold = median([a + b for a, b in zip(cold_t, cond_t)])
         model_cost = cm.selection_cost(cfg.model_dims(), cfg.geometry(), s, selector=cfg.selector_dims(), k=cfg.k,
                                        steps=cfg.steps_per_shot)
         rows.append({"shot": s, "memory_frames": bank.num_frames, "selector_seconds": median(sel_t),
-                     "selector_cold_seconds": median(cold_t),
                      "conditioner_seconds": median(cond_t), "total_seconds": total, "step_seconds": step,
-                     "step_seconds_part1": step_seconds["onestory_b1"][str(s)],
                      "fraction_of_step": total / step,
-                     "fraction_of_step_cold": total_cold / step,
-                     "fraction_of_step_after_step": median(after),
                      "fraction_of_shot": total / (total + cfg.steps_per_shot * step),
                      "analytic_fraction_of_step": model_cost["fraction_of_step"]})
-    log(f"  selector+conditioner: max {100 * max(r['fraction_of_step'] for r in rows):.2f} % of a step "
-        f"(empty cache: {100 * max(r['fraction_of_step_cold'] for r in rows):.2f} %, right after a step: "
-        f"{100 * max(r['fraction_of_step_after_step'] for r in rows):.2f} %)")
+    log(f"  selector+conditioner: max {100 * max(r['fraction_of_step'] for r in rows):.2f} % of a step")
     return {"steps_per_shot": cfg.steps_per_shot, "per_shot": rows,
             "max_fraction_of_step": max(r["fraction_of_step"] for r in rows),
-            "max_fraction_of_step_cold": max(r["fraction_of_step_cold"] for r in rows),
-            "max_fraction_of_step_after_step": max(r["fraction_of_step_after_step"] for r in rows),
             "max_fraction_of_shot": max(r["fraction_of_shot"] for r in rows)}
 
 
