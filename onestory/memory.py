@@ -26,13 +26,16 @@ from einops import rearrange
 from torch import Tensor
 
 from .errors import FileFormatError, OneStoryError, ShapeError
-from .paths import atomic_write_bytes, read_onestory_file
+from .paths import atomic_write_bytes, read_onestory_file, sha256_of
 
 Source = Literal["generated", "user", "reference"]
 SOURCES: tuple[str, ...] = ("generated", "user", "reference")
 
 STORY_FORMAT = "onestory-story"
-STORY_VERSION = 1
+# Version 2 adds "digests" (sha256 of each tensor's bytes), checked on load; version 1 files
+# (no digests) still load, with the checks version 1 had.
+STORY_VERSION = 2
+OLDER_STORY_VERSIONS: tuple[int, ...] = (1,)
 MANIFEST_KEY = "onestory.story"   # safetensors metadata key holding the JSON manifest
 
 _DTYPES: dict[str, torch.dtype] = {
@@ -438,11 +441,15 @@ class MemoryBank:
     # ------------------------------------------------------------------ files
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write ONE safetensors file: tensor "frames" + JSON manifest in metadata, atomically."""
+        """Write ONE safetensors file: tensor "frames" + JSON manifest in metadata, atomically.
+
+        The manifest carries the sha256 of the frames' bytes so that `load` notices bytes
+        changed after saving (a value overwritten in place keeps the size and header intact).
+        """
         from safetensors.torch import save as st_save
 
-        data = st_save({"frames": self._frames},
-                       metadata={MANIFEST_KEY: _canonical_json(self._manifest())})
+        manifest = {**self._manifest(), "digests": {"frames": sha256_of(self._frames)}}
+        data = st_save({"frames": self._frames}, metadata={MANIFEST_KEY: _canonical_json(manifest)})
         atomic_write_bytes(path, data)
 
     @staticmethod
@@ -450,7 +457,7 @@ class MemoryBank:
         """Read a story file written by `save`. Never unpickles; bit-exact."""
         p = os.fspath(path)
         m, tensors = read_onestory_file(p, "story file", MANIFEST_KEY, STORY_FORMAT, STORY_VERSION,
-                                        "choose a file saved by Save Story")
+                                        "choose a file saved by Save Story", older=OLDER_STORY_VERSIONS)
         if set(tensors) != {"frames"}:
             raise FileFormatError(f"story file {p!r} holds tensors {sorted(tensors)}, "
                                   "expected exactly ['frames']")
@@ -462,6 +469,8 @@ class MemoryBank:
             if list(frames.shape) != list(m["shape"]):
                 raise FileFormatError(f"story file {p!r}: manifest shape {m['shape']} but tensor "
                                       f"shape {list(frames.shape)}; the file is inconsistent")
+            if m["version"] >= 2:
+                _check_digest(p, m, "frames", frames)
             records = tuple(FrameRecord.from_json(r) for r in m["records"])
             shots = tuple(ShotRecord.from_json(s) for s in m["shots"])
             if not bool(torch.isfinite(frames).all()):
@@ -482,7 +491,8 @@ class MemoryBank:
         if c != C:
             problems.append(f"{c} channels but the memory bank has {C}")
         if (h, w) != (H, W):
-            problems.append(f"spatial size {h}x{w} but the memory bank has {H}x{W}")
+            problems.append(f"latent frames of height {h} and width {w} but the memory bank's "
+                            f"have height {H} and width {W}")
         if problems:
             raise ShapeError(
                 f"{what} has " + " and ".join(problems) + ": it comes from a different VAE/model "
@@ -522,6 +532,20 @@ class MemoryBank:
             records[i] = FrameRecord(r.shot, r.frame, r.source, pinned, excluded)
         # Flags only: the frames tensor is shared, not copied (it is read-only by contract).
         return MemoryBank._new(self._frames, tuple(records), self._shots)
+
+
+def _check_digest(path: str, manifest: Mapping, name: str, tensor: Tensor) -> None:
+    """The tensor's bytes must match the digest saved with them (story format >= 2)."""
+    digests = manifest.get("digests")
+    want = digests.get(name) if isinstance(digests, dict) else None
+    if not isinstance(want, str):
+        raise FileFormatError(f"story file {path!r} (format version {manifest['version']}) has no digest for "
+                              f"tensor {name!r}; the file is damaged or was not written by Save Story — "
+                              "save the story again or restore a backup")
+    if sha256_of(tensor) != want:
+        raise FileFormatError(f"story file {path!r}: the bytes of tensor {name!r} do not match the sha256 "
+                              "digest saved with them, so the latents were changed or damaged after saving. "
+                              "Restore the file from a backup or save the story again.")
 
 
 def _check_structure(frames: Tensor, records: tuple[FrameRecord, ...],

@@ -146,12 +146,12 @@ _KIND_HINTS = {"onestory.story": "a OneStory story; load it with Load Story",
 
 
 def read_onestory_file(path: str | os.PathLike, what: str, meta_key: str, fmt: str, version: int,
-                       fix: str) -> tuple[dict, dict[str, torch.Tensor]]:
+                       fix: str, older: tuple[int, ...] = ()) -> tuple[dict, dict[str, torch.Tensor]]:
     """Read a OneStory safetensors file -> (JSON manifest under ``meta_key``, tensors).
 
     Refuses files of another kind (naming the right loader), unreadable manifests, another
-    ``format`` and any ``version`` but ``version`` (FileFormatError). ``fix`` ends the message
-    for a file that is not of this kind at all.
+    ``format`` and any version but ``version`` and the ``older`` versions this reader still
+    understands (FileFormatError). ``fix`` ends the message for a file that is not of this kind.
     """
     p = os.fspath(path)
     metadata, tensors = read_safetensors(p, what)
@@ -168,8 +168,19 @@ def read_onestory_file(path: str | os.PathLike, what: str, meta_key: str, fmt: s
     if not isinstance(manifest, dict) or manifest.get("format") != fmt:
         got = manifest.get("format") if isinstance(manifest, dict) else None
         raise FileFormatError(f"{what} {p!r} has format {got!r}, expected {fmt!r}")
-    if manifest.get("version") != version:
-        raise FileFormatError(f"{what} {p!r} has format version {manifest.get('version')!r}; this OneStory "
-                              f"reads version {version} only — update OneStory")
+    readable = sorted({*older, version})
+    got = manifest.get("version")
+    if isinstance(got, bool) or got not in readable:
+        names = f"version {version}" if len(readable) == 1 else \
+            "versions " + ", ".join(str(v) for v in readable[:-1]) + f" and {readable[-1]}"
+        raise FileFormatError(f"{what} {p!r} has format version {got!r}; this OneStory reads {names} only "
+                              "— update OneStory")
     return manifest, tensors
 
+
+def sha256_of(tensor: torch.Tensor) -> str:
+    """"sha256:<hex>" of a tensor's raw bytes (dtype-independent: hashed as uint8)."""
+    import hashlib
+
+    data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+    return "sha256:" + hashlib.sha256(data.tobytes()).hexdigest()

@@ -188,7 +188,7 @@ def test_channel_and_spatial_mismatch_name_both_values():
     with pytest.raises(ShapeError) as e:
         bank.add_shot(lat(2, h=6, w=10), "b")
     msg = str(e.value)
-    assert "6x10" in msg and f"{H}x{W}" in msg and "resolution" in msg
+    assert "height 6 and width 10" in msg and f"height {H} and width {W}" in msg and "resolution" in msg
     with pytest.raises(ShapeError, match=f"{C + 2} channels"):
         bank.swap_frame(0, lat(1, c=C + 2)[0, :, 0])
 
@@ -416,8 +416,8 @@ def test_unknown_version_and_inconsistent_manifest_refused(tmp_path):
     bank = three_shots()
     path = tmp_path / "s.safetensors"
     m = bank._manifest()
-    _write_with_manifest(path, bank.frames, {**m, "version": 2})
-    with pytest.raises(FileFormatError, match=r"version 2.*version 1 only"):
+    _write_with_manifest(path, bank.frames, {**m, "version": 3})
+    with pytest.raises(FileFormatError, match=r"version 3.*versions 1 and 2 only"):
         MemoryBank.load(path)
     _write_with_manifest(path, bank.frames, {**m, "format": "something-else"})
     with pytest.raises(FileFormatError, match="onestory-story"):
@@ -430,6 +430,48 @@ def test_unknown_version_and_inconsistent_manifest_refused(tmp_path):
         MemoryBank.load(path)
     _write_with_manifest(path, bank.frames.half(), m)
     with pytest.raises(FileFormatError, match="dtype"):
+        MemoryBank.load(path)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_overwritten_tensor_bytes_refused(tmp_path, dtype):
+    """Same size, intact header, finite values: only the saved digest can tell."""
+    bank = three_shots(dtype)
+    path = tmp_path / "s.safetensors"
+    bank.save(path)
+    data = bytearray(path.read_bytes())
+    header = 8 + int.from_bytes(data[:8], "little")
+    data[header + 6] ^= 0x01                 # one low mantissa bit of one latent value
+    path.write_bytes(bytes(data))
+    with pytest.raises(FileFormatError, match=r"do not match the sha256 digest.*backup or save the story again"):
+        MemoryBank.load(path)
+    data[header + 6] ^= 0x01                 # the same byte restored: loads again
+    path.write_bytes(bytes(data))
+    assert MemoryBank.load(path).fingerprint() == bank.fingerprint()
+
+
+def safe_open_manifest(tmp_path, bank) -> str:
+    """The manifest JSON that `save` writes for `bank`."""
+    from safetensors import safe_open
+
+    ref = tmp_path / "ref.safetensors"
+    bank.save(ref)
+    with safe_open(str(ref), "pt") as f:
+        return f.metadata()[MANIFEST_KEY]
+
+
+def test_version_1_file_loads_and_version_2_needs_digest(tmp_path):
+    bank = three_shots().set_pinned(2)
+    path = tmp_path / "v1.safetensors"
+    v1 = {**bank._manifest(), "version": 1}      # what OneStory wrote before digests existed
+    _write_with_manifest(path, bank.frames, v1)
+    back = MemoryBank.load(path)
+    assert torch.equal(back.frames, bank.frames) and back.records == bank.records and back.shots == bank.shots
+    assert MemoryBank.load(path).add_shot(lat(1), "next").num_shots == 4
+    saved = json.loads(safe_open_manifest(tmp_path, back))   # saving again: current version, with digest
+    assert saved["version"] == 2 and saved["digests"]["frames"].startswith("sha256:")
+    _write_with_manifest(path, bank.frames, bank._manifest())     # version 2 without digests
+    with pytest.raises(FileFormatError, match="no digest for tensor 'frames'"):
         MemoryBank.load(path)
 
 
