@@ -8,8 +8,8 @@ from comfy_api.latest import io, ui
 from .glue import overrides
 from .glue.hook import apply_context
 from .glue.payload import planned_tiers, selection_payload
-from .glue.selection import (K_TOOLTIP, SCORER_TOOLTIP, SCORERS, build_context, kept_preview, overrides_input,
-                             run_selection, strip_payload)
+from .glue.selection import (K_TOOLTIP, SCORER_TOOLTIP, SCORERS, build_context, check_budget, kept_preview,
+                             overrides_input, run_selection, strip_payload)
 from .glue.types import Adapter, ContextType, SelectionBundle, SelectionType, Story
 
 CATEGORY = "OneStory"
@@ -71,7 +71,8 @@ class AdaptiveConditioner(io.ComfyNode):
                 Adapter.Input("adapter", tooltip="From OneStory Adapter Loader."),
                 io.Float.Input("budget", default=1.0, min=0.0, max=64.0, step=0.25, tooltip=
                                "Token budget in latent-frame equivalents (1 = the tokens of one latent frame at "
-                               "full resolution). More = more memory detail, slower sampling."),
+                               "full resolution). More = more memory detail, slower sampling. Must fit at least "
+                               "one memory frame (0 is refused); for no memory set the Frame Selector's k to 0."),
             ],
             outputs=[ContextType.Output(display_name="context")],
         )
@@ -81,6 +82,9 @@ class AdaptiveConditioner(io.ComfyNode):
         if selection.story_fingerprint != story.fingerprint():
             raise ValueError("Adaptive Conditioner: the selection was made from a different story (or an earlier "
                              "version of it); connect the same story to both nodes.")
+        if story.num_frames:
+            check_budget(story.height, story.width, adapter, budget, "Adaptive Conditioner",
+                         bool(selection.selection.kept), k_input="the Frame Selector's k")
         return io.NodeOutput(build_context(story, selection.selection, adapter, budget))
 
 

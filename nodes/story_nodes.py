@@ -1,12 +1,13 @@
-"""Nodes that build and edit a story (the memory bank): New Story, Add Shot, Edit Memory,
-Story To Latent. Each converts ComfyUI types and makes one core call; banks are immutable."""
+"""Nodes that build, edit and export a story (the memory bank): New Story, Add Shot, Edit Memory,
+Story To Latent, Decode Story. Each converts ComfyUI types and makes one core call; banks are
+immutable."""
 from __future__ import annotations
 
 import torch
 from comfy_api.latest import io
 
 from .glue.core import MemoryBank
-from .glue.bridge import check_channels, encode_stills, latent_to_shot
+from .glue.bridge import check_channels, decode_video, encode_stills, latent_to_shot, vae_latent_channels
 from .glue.types import Story
 
 CATEGORY = "OneStory"
@@ -144,19 +145,78 @@ class StoryToLatent(io.ComfyNode):
             node_id="OneStoryStoryToLatent",
             display_name="OneStory Story To Latent",
             category=CATEGORY,
-            description="All shots of the story concatenated in time as one video LATENT, ready for VAE Decode.",
+            description="One shot of the story as a video LATENT (shot >= 0), e.g. to upscale or re-sample it; "
+                        "or all shots concatenated in time (shot = -1). To export the story as video use "
+                        "OneStory Decode Story: VAE Decode on the concatenation adds 3 frames at every cut "
+                        "and decodes later shots differently (Wan's causal VAE treats it as one clip).",
             inputs=[
                 Story.Input("story", tooltip="The story to export."),
                 io.Boolean.Input("include_reference", default=False, tooltip=
                                  "Also include reference-image entries (usually you only want the shots)."),
+                # Optional: API prompts saved before this widget existed still validate.
+                io.Int.Input("shot", default=-1, min=-1, max=9999, optional=True, tooltip=
+                             "0-based shot index (counting every entry, references included) = that shot "
+                             "alone, ready for VAE Decode. -1 = all shots concatenated in time: not for VAE "
+                             "Decode (3 extra frames per cut); use OneStory Decode Story to export video."),
             ],
             outputs=[io.Latent.Output(display_name="latent")],
         )
 
     @classmethod
-    def execute(cls, story, include_reference: bool) -> io.NodeOutput:
+    def execute(cls, story, include_reference: bool, shot: int = -1) -> io.NodeOutput:
+        if shot >= 0:
+            if shot >= story.num_shots:
+                have = f"shots 0..{story.num_shots - 1}" if story.num_shots else "no shots yet"
+                raise ValueError(f"Story To Latent: shot {shot} does not exist; this story has {have} "
+                                 "(-1 = all shots).")
+            return io.NodeOutput({"samples": story.shot_frames(shot)[None]})
         shots = [story.shot_frames(i) for i, s in enumerate(story.shots)
                  if include_reference or s.source != "reference"]
         if not shots:
             raise ValueError("Story To Latent: the story has no shots yet; add or generate a shot first.")
         return io.NodeOutput({"samples": torch.cat(shots, dim=1)[None]})
+
+
+class DecodeStory(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="OneStoryDecodeStory",
+            display_name="OneStory Decode Story",
+            category=CATEGORY,
+            description="The story as video frames for a video saver: each shot decoded on its own with the VAE, "
+                        "exactly as it was generated, then the frames joined. A story of shots of `length` "
+                        "frames gives the sum of the lengths, with no extra frames at the cuts.",
+            inputs=[
+                Story.Input("story", tooltip="The story to export."),
+                io.Vae.Input("vae", tooltip="The video VAE the story's shots were made with."),
+                io.Boolean.Input("include_reference", default=False, tooltip=
+                                 "Also include reference-image entries, one frame per reference image "
+                                 "(usually you only want the shots)."),
+            ],
+            outputs=[io.Image.Output(display_name="images"), io.String.Output(display_name="frame_counts")],
+        )
+
+    @classmethod
+    def execute(cls, story, vae, include_reference: bool) -> io.NodeOutput:
+        channels = vae_latent_channels(vae)
+        if channels is not None:
+            check_channels(story, channels, "VAE")
+        counts, images = [], []
+        for i, s in enumerate(story.shots):
+            if s.source == "reference" and not include_reference:
+                continue
+            latent = story.shot_frames(i)[None].float()              # "1 c t h w"
+            if s.source == "reference":
+                # Each reference image was encoded as its own still: decode frame by frame.
+                frames = [decode_video(vae, latent[:, :, j:j + 1]) for j in range(latent.shape[2])]
+                video = torch.cat(frames, dim=0)
+            else:
+                video = decode_video(vae, latent)
+            counts.append(video.shape[0])
+            images.append(video)
+        if not images:
+            raise ValueError("Decode Story: the story has no shots yet; add or generate a shot first.")
+        text = ",".join(str(n) for n in counts)
+        return io.NodeOutput(torch.cat(images, dim=0), text,
+                             ui={"onestory_frame_counts": [{"frame_counts": counts, "total": sum(counts)}]})

@@ -55,6 +55,8 @@ def _install_stubs() -> None:
         ComfyNode=type("ComfyNode", (), {}),
         NodeOutput=lambda *a, **kw: (a, kw),
         Custom=_type,
+        ControlAfterGenerate=types.SimpleNamespace(fixed="fixed", increment="increment", decrement="decrement",
+                                                   randomize="randomize"),
         **{n: _type(t) for n, t in {"Int": "INT", "Float": "FLOAT", "String": "STRING", "Boolean": "BOOLEAN",
                                    "Combo": "COMBO", "Model": "MODEL", "Latent": "LATENT", "Conditioning": "CONDITIONING",
                                    "Image": "IMAGE", "Vae": "VAE", "ClipVision": "CLIP_VISION"}.items()})
@@ -341,4 +343,121 @@ def test_every_node_has_a_help_page(pack):
         text = (docs / f"{node_id}.md").read_text()
         assert text.startswith("# OneStory ") and len(text) > 200, node_id
     assert "4n+1" in (docs / "OneStoryNextShot.md").read_text()
+    assert "Decode Story" in (docs / "OneStoryStoryToLatent.md").read_text()
     assert "memory_overrides" in (docs / "OneStoryFrameSelector.md").read_text()
+
+
+# ---- issue 19: what an artist hits ------------------------------------------------------------
+def _mod(name: str):
+    return sys.modules[f"onestory_pack.nodes.{name}"]
+
+
+@pytest.mark.parametrize("node_id", ["OneStoryNextShot", "OneStoryNextShots"])
+def test_seed_keeps_earlier_shots_cached_by_default(pack, node_id):
+    """A seed that randomizes after every queue would re-run every shot of the story."""
+    _, schemas = pack
+    seed = next(i for i in schemas[node_id].inputs if i.id == "seed")
+    assert seed.kw["control_after_generate"] == "fixed"
+
+
+@pytest.mark.parametrize("lengths,fragment", [
+    ((1, 4, 1), "positive has 1 entry (one shot each) but caption has 4"),
+    ((4, 2, 1), "positive has 4 entries (one shot each) but caption has 2"),
+    ((4, 4, 2), "negative has 2 entries but positive has 4"),
+])
+def test_next_shots_refuses_mismatched_lists(pack, lengths, fragment):
+    n_pos, n_cap, n_neg = lengths
+    check = _mod("next_shot_nodes").check_lists
+    with pytest.raises(ValueError) as e:
+        check(["p"] * n_pos, ["n"] * n_neg, ["c"] * n_cap, {"seed": [1]})
+    assert fragment in str(e.value) and str(e.value).startswith("Next Shots:")
+
+
+def test_next_shots_list_rules(pack):
+    check = _mod("next_shot_nodes").check_lists
+    assert check(["p"] * 4, ["n"], ["c"] * 4, {"seed": [1], "vae": None}) == 4      # one negative for all
+    assert check(["p"] * 3, ["n"] * 3, ["c"] * 3, {"seed": [1]}) == 3               # one negative per shot
+    with pytest.raises(ValueError, match="seed has 2 values but takes one for all 3 shots"):
+        check(["p"] * 3, ["n"], ["c"] * 3, {"seed": [1, 2]})
+
+
+def test_budget_that_fits_no_frame_is_refused_unless_memory_is_off(pack):
+    from onestory.conditioner import AdaptiveConditioner
+
+    check = sys.modules["onestory_pack.nodes.glue.selection"].check_budget
+    adapter = types.SimpleNamespace(conditioner=AdaptiveConditioner(16, 8))
+    with pytest.raises(ValueError) as e:
+        check(60, 104, adapter, 0.0, "Next Shot", memory_wanted=True)
+    msg = str(e.value)
+    assert msg.startswith("Next Shot: budget 0 gives 0 context tokens") and "k to 0" in msg
+    assert "at least 0.018" in msg                  # 28 tokens (coarsest tier, 60x104) / 1560 per frame
+    check(60, 104, adapter, 0.0, "Next Shot", memory_wanted=False)      # k = 0: no memory, said by the selection
+    check(60, 104, adapter, 0.25, "Next Shot", memory_wanted=True)
+
+
+class _CausalVAE:
+    """Wan's frame arithmetic: t latent frames -> 4(t-1)+1 images, each image = its latent frame's mean."""
+    latent_channels = 16
+
+    def __init__(self):
+        self.calls = []
+
+    def decode(self, latent):
+        import torch
+
+        self.calls.append(tuple(latent.shape))
+        t = latent.shape[2]
+        means = latent.mean(dim=(1, 3, 4))[0]                        # "t"
+        frames = torch.cat([means[:1], means[1:].repeat_interleave(4)]) if t > 1 else means
+        return frames[None, :, None, None, None].expand(1, len(frames), 2, 2, 3).clone()
+
+
+def test_decode_story_decodes_each_shot_on_its_own(pack):
+    import torch
+    from onestory.memory import MemoryBank
+
+    node = _mod("story_nodes").DecodeStory
+    bank = MemoryBank.empty().add_shot(torch.randn(16, 2, 2, 2), "ref", source="reference")
+    for i in range(6):
+        bank = bank.add_shot(torch.full((16, 2, 2, 2), float(i)), f"shot {i}")
+    vae = _CausalVAE()
+    (images, counts), kw = node.execute(bank, vae, False)
+    assert images.shape[0] == 6 * 5 and counts == ",".join(["5"] * 6)     # 6 shots of 5 frames, no extras
+    assert vae.calls == [(1, 16, 2, 2, 2)] * 6                             # one clip per shot
+    assert [float(images[5 * i, 0, 0, 0]) for i in range(6)] == [float(i) for i in range(6)]
+    assert kw["ui"]["onestory_frame_counts"][0]["total"] == 30
+    (with_ref, counts), _ = node.execute(bank, _CausalVAE(), True)
+    assert counts.split(",")[0] == "2" and with_ref.shape[0] == 32          # one frame per reference image
+    with pytest.raises(ValueError, match="16-channel latents but the VAE uses 48"):
+        node.execute(bank, types.SimpleNamespace(latent_channels=48), False)
+
+
+def test_story_to_latent_single_shot(pack):
+    import torch
+    from onestory.memory import MemoryBank
+
+    node = _mod("story_nodes").StoryToLatent
+    bank = MemoryBank.empty().add_shot(torch.zeros(16, 2, 2, 2), "a").add_shot(torch.ones(16, 3, 2, 2), "b")
+    (latent,), _ = node.execute(bank, False, 1)
+    assert latent["samples"].shape == (1, 16, 3, 2, 2) and float(latent["samples"].min()) == 1.0
+    (latent,), _ = node.execute(bank, False, -1)
+    assert latent["samples"].shape[2] == 5
+    with pytest.raises(ValueError, match="shot 2 does not exist; this story has shots 0..1"):
+        node.execute(bank, False, 2)
+
+
+def test_example_images_ship_and_install_without_overwriting(pack, tmp_path):
+    import importlib
+
+    ex = importlib.import_module("onestory_pack.nodes.glue.example_inputs")
+    named = set()
+    for name in NAMES:
+        for node in json.loads((WF / "api" / f"{name}.json").read_text()).values():
+            if node["class_type"] == "LoadImage":
+                named.add(node["inputs"]["image"])
+    assert named and all((WF / "input" / n).is_file() for n in named), named
+    (tmp_path / "onestory_start.png").write_bytes(b"the user's own image")
+    copied = ex.install(str(tmp_path))
+    assert set(copied) == named - {"onestory_start.png"}
+    assert (tmp_path / "onestory_start.png").read_bytes() == b"the user's own image"
+    assert ex.install(str(tmp_path)) == []

@@ -1,11 +1,14 @@
 """Generates every example workflow in both formats from one spec, so they cannot drift.
 
-    python example_workflows/tools/build.py      # rewrites example_workflows/*.json, api/*.json, *.png
+    python example_workflows/tools/build.py      # rewrites example_workflows/*.json, api/*.json, *.png,
+                                                 # and the example input images in input/
 
 UI format = what the frontend saves (nodes/links/widgets_values, positional widgets); API format =
 what POST /prompt takes. Widget order for OneStory nodes comes from WIDGETS below, which
 tests/test_nodes_contract.py checks against the node schemas. Model names are those of the
-Comfy-Org repackaged Wan releases (see docs/nodes.md).
+Comfy-Org repackaged Wan releases (see docs/nodes.md). The images the workflows load
+(example_workflows/input/*.png) are drawn here too; the pack copies them into ComfyUI's input
+folder when it loads (nodes/glue/example_inputs.py), so every example runs without an upload.
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ WIDGETS = {
     "OneStoryApplyContext": ["context_in_negative"], "OneStoryNextShot": NEXT + ["memory_overrides"],
     "OneStoryNextShots": NEXT, "OneStorySaveStory": ["name"], "OneStoryLoadStory": ["name"],
     "OneStoryPreviewMemory": ["columns", "memory_overrides"],
-    "OneStoryStoryToLatent": ["include_reference"],
+    "OneStoryStoryToLatent": ["include_reference", "shot"], "OneStoryDecodeStory": ["include_reference"],
 }
 SEED_WIDGETS = {("KSampler", "seed"), ("OneStoryNextShot", "seed"), ("OneStoryNextShots", "seed")}
 OUTPUTS = {
@@ -45,7 +48,7 @@ OUTPUTS = {
     "OneStoryFrameSelector": ["ONESTORY_SELECTION"], "OneStoryAdaptiveConditioner": ["ONESTORY_CONTEXT"],
     "OneStoryApplyContext": ["MODEL", "MODEL"], "OneStoryNextShot": ["LATENT", "ONESTORY_STORY", "ONESTORY_SELECTION"],
     "OneStoryNextShots": ["LATENT", "ONESTORY_STORY"], "OneStorySaveStory": [], "OneStoryLoadStory": ["ONESTORY_STORY"],
-    "OneStoryPreviewMemory": ["IMAGE"], "OneStoryStoryToLatent": ["LATENT"],
+    "OneStoryPreviewMemory": ["IMAGE"], "OneStoryStoryToLatent": ["LATENT"], "OneStoryDecodeStory": ["IMAGE", "STRING"],
 }
 API_SKIP = {("LoadImage", "upload")}   # frontend-only widget
 
@@ -147,8 +150,9 @@ def chain(g: Graph, ids: dict, story: tuple, captions: list[str], seed: int, col
 
 
 def finish(g: Graph, ids: dict, story: tuple, name: str, col: int) -> None:
-    lat = g.add("OneStoryStoryToLatent", {"include_reference": False}, {"story": story}, col=col, row=2)
-    img = g.add("VAEDecode", {}, {"samples": (lat, 0), "vae": (ids["vae"], 0)}, col=col, row=3)
+    # Each shot decoded on its own: VAE Decode on the concatenated latent would add 3 frames per cut.
+    img = g.add("OneStoryDecodeStory", {"include_reference": False}, {"story": story, "vae": (ids["vae"], 0)},
+                col=col, row=3)
     g.add("SaveAnimatedWEBP", {"filename_prefix": f"onestory/{name}", "fps": 16.0, "lossless": False, "quality": 90,
                                "method": "default"}, {"images": (img, 0)}, col=col, row=4)
     g.add("OneStorySaveStory", {"name": f"stories/{name}"}, {"story": story}, col=col, row=5)
@@ -166,7 +170,7 @@ CAFE = ["a woman in a red coat enters a small cafe, camera follows her",
 def i2v_story() -> Graph:
     g = Graph("Wan 2.1 I2V — six-shot story from a start image (I2MSV)")
     ids = loaders(g, "wan2.1_i2v_480p_14B_fp16.safetensors")
-    image = g.add("LoadImage", {"image": "onestory_start.png", "upload": "image"}, row=6)
+    image = g.add("LoadImage", {"image": START_IMAGE, "upload": "image"}, row=6)
     story = g.add("OneStoryNewStory", {"reference_caption": "reference", "latent_width": 104, "latent_height": 60}, row=7)
     last = chain(g, ids, (story, 0), CAFE, 1000, first_extra={"start_image": (image, 0)})
     finish(g, ids, last, "i2v_story", len(CAFE) + 1)
@@ -187,7 +191,7 @@ def keyframe_swap() -> Graph:
     ids = loaders(g, "wan2.1_t2v_1.3B_fp16.safetensors")
     story = g.add("OneStoryNewStory", {"reference_caption": "reference", "latent_width": 104, "latent_height": 60}, row=6)
     before = chain(g, ids, (story, 0), CAFE[:3], 3000)
-    image = g.add("LoadImage", {"image": "onestory_keyframe.png", "upload": "image"}, col=4, row=3)
+    image = g.add("LoadImage", {"image": KEYFRAME_IMAGE, "upload": "image"}, col=4, row=3)
     edited = g.add("OneStoryEditMemory", {"action": "swap_keyframe", "shot": 1, "frame": 0},
                    {"story": before, "image": (image, 0), "vae": (ids["vae"], 0)}, col=4, row=2)
     pinned = g.add("OneStoryEditMemory", {"action": "pin", "shot": 1, "frame": 0}, {"story": (edited, 0)}, col=4, row=4)
@@ -218,7 +222,7 @@ def storymem_a14b() -> Graph:
     low_unet = g.add("UNETLoader", {"unet_name": "wan2.2_i2v_low_noise_14B_fp8_scaled.safetensors",
                                     "weight_dtype": "default"}, row=7)
     low = g.add("ModelSamplingSD3", {"shift": 8.0}, {"model": (low_unet, 0)}, row=8)
-    image = g.add("LoadImage", {"image": "onestory_start.png", "upload": "image"}, row=9)
+    image = g.add("LoadImage", {"image": START_IMAGE, "upload": "image"}, row=9)
     story = g.add("OneStoryNewStory", {"reference_caption": "reference", "latent_width": 104, "latent_height": 60}, row=10)
     last = chain(g, ids, (story, 0), CAFE[:4], 5000, model_low=low, first_extra={"start_image": (image, 0)},
                  route="storymem", k=3, cfg=3.5)
@@ -260,6 +264,33 @@ WORKFLOWS = {
 }
 
 
+START_IMAGE, KEYFRAME_IMAGE = "onestory_start.png", "onestory_keyframe.png"
+
+
+def example_image(kind: str):
+    """A small drawn still (832x480, the workflows' size) for the Load Image nodes: a cafe with a
+    woman in a red coat (start image) or the same woman in close-up (replacement keyframe)."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (832, 480), (92, 70, 58))
+    d = ImageDraw.Draw(img)
+    d.rectangle([0, 330, 831, 479], fill=(120, 96, 76))                    # floor
+    d.rectangle([520, 60, 790, 280], fill=(168, 196, 214), outline=(60, 44, 36), width=8)   # window
+    d.line([655, 60, 655, 280], fill=(60, 44, 36), width=6)
+    d.rectangle([40, 250, 400, 340], fill=(70, 50, 40))                      # counter
+    if kind == "start":
+        d.ellipse([250, 120, 310, 180], fill=(232, 196, 170))               # head
+        d.polygon([(240, 185), (320, 185), (345, 420), (215, 420)], fill=(196, 32, 40))   # red coat
+        d.ellipse([244, 110, 316, 150], fill=(60, 36, 24))                  # hair
+    else:
+        d.ellipse([300, 60, 530, 300], fill=(232, 196, 170))
+        d.ellipse([290, 40, 540, 170], fill=(60, 36, 24))
+        d.polygon([(250, 300), (580, 300), (640, 479), (190, 479)], fill=(196, 32, 40))
+        d.ellipse([360, 170, 385, 190], fill=(40, 30, 30))
+        d.ellipse([445, 170, 470, 190], fill=(40, 30, 30))
+    return img
+
+
 def thumbnail(path: str, g: Graph) -> None:
     """A small card: title plus the node chain (no render of real output: models are not shipped)."""
     from PIL import Image, ImageDraw
@@ -291,6 +322,10 @@ def main() -> None:
             json.dump(g.api(), f, indent=1)
         thumbnail(os.path.join(ROOT, f"{name}.png"), g)
         print("wrote", name)
+    os.makedirs(os.path.join(ROOT, "input"), exist_ok=True)
+    for name, kind in ((START_IMAGE, "start"), (KEYFRAME_IMAGE, "keyframe")):
+        example_image(kind).save(os.path.join(ROOT, "input", name), optimize=True)
+        print("wrote input/" + name)
 
 
 if __name__ == "__main__":

@@ -149,3 +149,20 @@ def encode_stills(vae, images: Tensor, height: int, width: int) -> Tensor:
                                      "bilinear", "center").movedim(1, -1)
     frames = [vae.encode(pix[i:i + 1, :, :, :3])[0, :, 0] for i in range(pix.shape[0])]
     return torch.stack(frames, dim=1).float().cpu()
+
+
+def decode_video(vae, latent: Tensor) -> Tensor:
+    """One video latent "1 c t h w" (bank space) → IMAGE "f H W 3", as the stock VAE Decode does.
+
+    Wan's causal VAE turns t latent frames into 4·(t-1)+1 frames; a latent is decoded as one
+    clip, so callers pass one shot at a time (a concatenation of shots would decode each later
+    shot's first latent frame to 4 frames with the previous shot in the causal cache).
+    """
+    images = vae.decode(latent)
+    return images.reshape(-1, *images.shape[-3:]).float().cpu()
+
+
+def vae_latent_channels(vae) -> int | None:
+    """Latent channels of a ComfyUI VAE (None when the VAE does not say)."""
+    channels = getattr(vae, "latent_channels", None)
+    return int(channels) if channels is not None else None

@@ -20,12 +20,14 @@ _adapter = _core("adapter")
 _conditioner = _core("conditioner")
 
 AdapterMeta = _adapter.AdapterMeta
+AdapterMismatch = _core("errors").AdapterMismatch
 BackboneInfo = _adapter.BackboneInfo
 OneStoryAdapter = _adapter.OneStoryAdapter
 check_compatible = _adapter.check_compatible
 AdaptiveConditioner = _conditioner.AdaptiveConditioner
 Context = _conditioner.Context
 solve_budget = _conditioner.solve_budget
+tokens_per_frame = _conditioner.tokens_per_frame
 defaults = _core("defaults")
 LatentNormalization = _core("latent").LatentNormalization
 MemoryBank = _core("memory").MemoryBank

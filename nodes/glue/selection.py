@@ -2,16 +2,22 @@
 adapter, previews, the memory strip payload and the widgets shared by several nodes."""
 from __future__ import annotations
 
+import math
+
 from comfy_api.latest import io, ui
 
 from . import overrides
 from .bridge import caption_tokens, check_channels, latent_rgb
-from .core import Context, select
+from .core import Context, select, solve_budget, tokens_per_frame
 from .payload import memory_frames, thumbs, tier_labels
 
 SCORERS = ["auto", "learned", "sink_recent", "recency", "novelty", "uniform"]
 K_TOOLTIP = ("How many memory frames to keep (top-K). Pinned frames are always kept; if K exceeds the "
-             "selectable frames, all are kept (the UI note says so).")
+             "selectable frames, all are kept (the UI note says so). 0 (and nothing pinned) = this shot "
+             "without memory.")
+BUDGET_TOOLTIP = ("onestory route: context token budget in latent-frame equivalents (1 = the tokens of one latent "
+                  "frame at full resolution). More = more memory detail, slower sampling. Must fit at least one "
+                  "memory frame (0 is refused); for a shot without memory set k to 0.")
 SCORER_TOOLTIP = ("How frames are ranked. auto = learned if the adapter has a trained selector, else "
                   "sink_recent; learned = the paper's caption-aware selector; sink_recent = first shot + "
                   "latest frames; recency; novelty = diverse frames; uniform = spread over the story.")
@@ -71,3 +77,27 @@ def strip_payload(cls, view, selection, ov, adapter, tiers, tier_budget, first_f
 
 def build_context(story, selection, adapter, budget: float) -> Context:
     return adapter.conditioner.build(story, selection, budget, normalization=adapter.normalization)
+
+
+def check_budget(h: int, w: int, adapter, budget: float, node: str, memory_wanted: bool,
+                 k_input: str = "k") -> None:
+    """Refuse a budget too small for even one memory frame at the coarsest tier.
+
+    Such a budget gives the model zero context tokens while the selection still reports kept
+    frames, so memory would silently be off. `memory_wanted` = frames will be (or were) kept:
+    k > 0 or something pinned. "No memory" is k = 0, which the selection shows as nothing kept.
+    `h`, `w` = the story's latent frame size; `k_input` names the k widget in the advice.
+    """
+    if not memory_wanted:
+        return
+    cond = adapter.conditioner
+    if solve_budget(1, cond.kernels, h, w, budget, cond.patch):
+        return
+    need = tokens_per_frame(cond.kernels[-1], h, w)
+    per_frame = tokens_per_frame(cond.patch, h, w)
+    least = math.ceil(1000 * need / per_frame) / 1000          # rounded up: the value shown must fit
+    tokens = f"{need} token{'' if need == 1 else 's'}"
+    raise ValueError(f"{node}: budget {budget:g} gives {int(budget * per_frame)} context tokens, fewer than one "
+                     f"memory frame needs at the coarsest tier ({tokens} at this story's latent size), so the "
+                     f"memory would be ignored. Set budget to at least {least:g} (1.0 is the usual value), or "
+                     f"set {k_input} to 0 for a shot without memory.")

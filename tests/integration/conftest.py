@@ -38,7 +38,6 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def comfy(tmp_path_factory):
     from client import Comfy   # tests/integration is on sys.path as this conftest's folder (pytest)
-    from PIL import Image
 
     base = tmp_path_factory.mktemp("comfy_base")
     for d in ("models", "custom_nodes", "input", "output", "user", "temp"):
@@ -47,7 +46,7 @@ def comfy(tmp_path_factory):
                    check=True, cwd=COMFY, env=dict(os.environ, PYTHONPATH=COMFY))
     (base / "custom_nodes" / "onestory").symlink_to(ROOT)
     (base / "custom_nodes" / "onestory_test_pack").symlink_to(HERE / "test_pack")
-    Image.new("RGB", (64, 64), (200, 60, 60)).save(base / "input" / "onestory_test.png")
+    # input/ stays empty: the example images must come from the pack itself (copied when it loads).
     port = _free_port()
     log = open(base / "server.log", "w")
     t0 = time.time()

@@ -2,7 +2,8 @@
 
 Only the parts that need full-size weights change: model file names, the umT5 / CLIP-vision
 encoders (→ the test-only nodes in test_pack/), and sizes / step counts. The OneStory nodes,
-samplers, VAE and graph structure are exactly those of the shipped workflow.
+samplers, VAE, graph structure and Load Image file names (the images the pack copies into
+ComfyUI's input folder when it loads) are exactly those of the shipped workflow.
 """
 from __future__ import annotations
 
@@ -29,8 +30,6 @@ def tinyfy(api: dict) -> dict:
         elif t == "CLIPVisionEncode":
             node["class_type"] = "OneStoryTestClipVisionEncode"
             inputs.pop("clip_vision"), inputs.pop("crop", None)
-        elif t == "LoadImage":
-            inputs["image"] = "onestory_test.png"
         for k, v in TINY.items():
             if k in inputs and not isinstance(inputs[k], list):
                 inputs[k] = v

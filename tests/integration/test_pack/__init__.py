@@ -5,6 +5,8 @@ the integration tests rewrite those two nodes of each example workflow into thes
 * OneStoryTestTextEncode — text → CONDITIONING "1 77 4096", seeded by the text's sha256
   (different captions → different features, identical captions → identical ones);
 * OneStoryTestClipVisionEncode — IMAGE → a ClipVisionOutput with 257×1280 penultimate states.
+And one probe: OneStoryTestFrameDigests — IMAGE → the frame count and a sha256 per frame in the
+node's UI output (/history), so tests compare decoded videos frame by frame.
 Everything else in the workflows (UNETLoader, VAELoader, samplers, OneStory nodes) is real.
 """
 import hashlib
@@ -45,9 +47,23 @@ class TestClipVisionEncode(io.ComfyNode):
         return io.NodeOutput(out)
 
 
+class TestFrameDigests(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="OneStoryTestFrameDigests", category="OneStory/testing",
+                         inputs=[io.Image.Input("images")], outputs=[], is_output_node=True)
+
+    @classmethod
+    def execute(cls, images):
+        frames = images.detach().float().cpu().contiguous()
+        digests = [hashlib.sha256(f.numpy().tobytes()).hexdigest()[:16] for f in frames]
+        return io.NodeOutput(ui={"frames": [{"count": len(digests), "shape": list(frames.shape),
+                                             "digests": digests}]})
+
+
 class TestExtension(ComfyExtension):
     async def get_node_list(self):
-        return [TestTextEncode, TestClipVisionEncode]
+        return [TestTextEncode, TestClipVisionEncode, TestFrameDigests]
 
 
 async def comfy_entrypoint():
