@@ -116,12 +116,7 @@ def build(cfg: TrainConfig) -> tuple[StoryModel, TrainConfig, Optional[Backbone]
     else:
         model = StoryModel(cfg)   # story-world DiT: from scratch or cfg.init (a story-world base)
     if cfg.dit == "lora":
-        lora.inject(model.dit, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
-        if not snapshot:   # real tensors: the deterministic LoRA init now
-            with torch.no_grad():
-                for n, p in model.dit.named_parameters():
-                    if ".lora_" in n:
-                        p.copy_(lora.init_value(n, tuple(p.shape), cfg.seed))
+        lora.inject(model.dit, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets, seed=cfg.seed)
     elif cfg.dit == "frozen":
         model.dit.requires_grad_(False)
     if cfg.precision == "bf16" and cfg.dit != "full":

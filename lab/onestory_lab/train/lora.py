@@ -58,9 +58,10 @@ def target_names(dit: nn.Module, targets: str) -> list[str]:
     return names
 
 
-def inject(dit: nn.Module, rank: int, alpha: float, targets: str) -> list[str]:
+def inject(dit: nn.Module, rank: int, alpha: float, targets: str, seed: int = 0) -> list[str]:
     """Replace the targeted linears by LoRALinear in place (works on the meta device: the base
-    weights are moved over, not copied) and freeze every non-LoRA DiT parameter."""
+    weights are moved over, not copied), give the LoRA weights their `init_value` (unless on the
+    meta device: materialisation does it) and freeze every non-LoRA DiT parameter."""
     names = target_names(dit, targets)
     for name in names:
         parent_name, _, child = name.rpartition(".")
@@ -72,8 +73,11 @@ def inject(dit: nn.Module, rank: int, alpha: float, targets: str) -> list[str]:
         if old.bias is not None:
             new.bias = old.bias
         setattr(parent, child, new)
-    for n, p in dit.named_parameters():
-        p.requires_grad_(".lora_" in n)
+    with torch.no_grad():
+        for n, p in dit.named_parameters():
+            p.requires_grad_(".lora_" in n)
+            if ".lora_" in n and not p.is_meta:
+                p.copy_(init_value(n, tuple(p.shape), seed))
     return names
 
 
