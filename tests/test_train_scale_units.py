@@ -125,3 +125,16 @@ def test_sampler_order_is_a_function_of_the_step():
     epoch = [i for s in range(5) for r in range(2) for i in list(_Batches(0, 5, 1, r, 2, length=10, seed=5))[s]]
     assert sorted(epoch) == list(range(10))
     assert list(_Batches(0, 2, 3, 0, 1)) == [[0, 1, 2], [3, 4, 5]]     # the unbounded story world: in order
+
+
+def test_plan_counts_are_the_real_architectures():
+    """Exact counts on the meta device: the 14B LoRA matches the hand count of
+    research/training-eval.md (119,808 r per block), the tokens of 480p x 81 frames are 21x30x52."""
+    from onestory_lab.train.plan import WAN, counts, tokens
+
+    c14 = counts(WAN["Wan2.1-T2V-14B"], rank=32)
+    assert c14.lora == 40 * 119_808 * 32
+    assert c14.total == c14.root + 40 * c14.block and 14.0e9 < c14.total < 14.5e9
+    c1 = counts(WAN["Wan2.1-T2V-1.3B"], rank=32)
+    assert c1.lora == 30 * 32 * (8 * 2 * 1536 + 2 * (1536 + 8960)) and 1.3e9 < c1.total < 1.5e9
+    assert tokens(WAN["Wan2.1-T2V-14B"])["noise"] == 21 * 30 * 52 == 32_760
