@@ -27,13 +27,17 @@ def _train(args: argparse.Namespace) -> int:
     from .train.config import TrainConfig
     from .train.loop import train
 
+    if args.plan:
+        from .train.plan import main as plan
+
+        return plan(gpus=args.plan_gpus, out=args.plan_out, measure=args.plan_measure)
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
               if getattr(args, f.name, None) is not None}
     if values.get("init"):   # fine-tuning: the architecture follows the base unless given explicitly
         from .train.checkpoint import base_architecture
 
         values = {**base_architecture(values["init"]), **values}
-    train(TrainConfig(**values), resume=args.resume)
+    train(TrainConfig(**values), resume=args.resume, stop_at=args.stop_at)
     return 0
 
 
@@ -59,7 +63,8 @@ def _add_train(sub) -> None:
 
     from .train.config import TrainConfig
 
-    train = sub.add_parser("train", help="train the story-world model (docs/training.md); also under "
+    train = sub.add_parser("train", help="train on the story world or a latent cache, one process / DDP / FSDP2 "
+                                         "(docs/training.md, docs/training-wan.md); under torchrun: "
                                          "torchrun --nproc_per_node N -m onestory_lab train ...")
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
@@ -70,6 +75,14 @@ def _add_train(sub) -> None:
             kind = {"int": int, "float": float, "str": str}.get(str(f.type), type(f.default))
             train.add_argument(flag, dest=f.name, type=kind, default=None, help=f"(default {f.default})")
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint if present")
+    train.add_argument("--stop-at", type=int, default=None,
+                       help="end after this step with a checkpoint (time-sliced runs; --resume continues)")
+    train.add_argument("--plan", action="store_true",
+                       help="print the memory / token plan for Wan 2.1 1.3B and 14B (docs/training-wan.md) and exit")
+    train.add_argument("--plan-gpus", type=int, nargs="+", default=[1, 8, 16, 64], help="GPU counts of the plan")
+    train.add_argument("--plan-out", default=None, help="also write the plan (markdown + JSON) to this prefix")
+    train.add_argument("--plan-measure", action="store_true",
+                       help="also measure tiny CPU runs' peak memory against the activation model")
     train.set_defaults(func=_train)
 
 

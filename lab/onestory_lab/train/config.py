@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 POLICIES = ("both", "selector", "conditioner", "last_frame", "none")
+STRATEGIES = ("auto", "single", "ddp", "fsdp")   # auto: ddp under torchrun (WORLD_SIZE > 1), else single
+DIT_MODES = ("full", "lora", "frozen")            # how the DiT trains (selector + conditioner always do)
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -61,6 +64,22 @@ class TrainConfig:
     sigma_std: float = 1.0
     sigma_shift: float = 1.0         # 1 = plain logit-normal (3 starved low σ: grainy samples)
     text_dropout: float = 0.1       # caption -> zeros (the negative prompt of CFG)
+    # scale (docs/training-wan.md): engine, backbone, data, what trains
+    strategy: str = "auto"          # single | ddp | fsdp (FSDP2 fully_shard per DiT block + root) | auto
+    backbone: str = ""              # ComfyUI-format Wan DiT safetensors (original Wan keys); its
+                                    # architecture replaces dim/layers/heads/ffn_dim/text_dim
+    backbone_heads: int = 0         # override num_heads detection (0 = dim // 128, as ComfyUI)
+    data: str = "storyworld"        # "storyworld" or a latent-cache directory (train/latent_cache.py)
+    data_size: int = 0              # > 0: train on the first N items only (overfit checks)
+    text_len: int = 512             # latent cache: captions padded / cut to this many tokens (umT5: 512)
+    dit: str = "full"               # full | lora | frozen
+    lora_rank: int = 32
+    lora_alpha: float = 32.0
+    lora_targets: str = "q,k,v,o,ffn.0,ffn.2"   # module-name suffixes inside the DiT blocks
+    precision: str = "fp32"         # bf16: FSDP MixedPrecisionPolicy(bf16 params, fp32 reduce) or
+                                    # autocast (single/ddp); master weights and optimizer stay fp32
+    checkpointing: bool = False     # activation checkpointing per DiT block (recompute in backward)
+    device: str = "auto"            # auto: cuda:LOCAL_RANK when CUDA is available, else cpu
     # bookkeeping
     log_every: int = 10
     ckpt_every: int = 200
@@ -76,6 +95,14 @@ class TrainConfig:
             raise ValueError(f"pixel_frames={self.pixel_frames}: need 4n+1 (1, 5, 9, ...)")
         if self.steps < 0 or self.batch_size < 1:
             raise ValueError("steps must be >= 0 and batch_size >= 1")
+        for name, allowed in (("strategy", STRATEGIES), ("dit", DIT_MODES), ("precision", PRECISIONS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}={getattr(self, name)!r}; expected one of {allowed}")
+        if self.dit == "lora" and (self.lora_rank < 1 or self.lora_alpha <= 0):
+            raise ValueError("--dit lora needs lora_rank >= 1 and lora_alpha > 0")
+        if self.real_data and (self.sel_shots or self.sel_story_batch):
+            raise ValueError("sel_shots / sel_story_batch are story-world features (shot ordinals, story "
+                             "prefixes); set them to 0 with a latent cache")
         if self.sel_shots < 0 or self.sel_story_batch < 0 or self.sel_story_pool < 1:
             raise ValueError("sel_shots and sel_story_batch must be >= 0, sel_story_pool >= 1")
 
@@ -84,6 +111,10 @@ class TrainConfig:
         if self.policy == "none":
             return 0
         return self.k if self.policy in ("both", "conditioner") else 1
+
+    @property
+    def real_data(self) -> bool:
+        return self.data != "storyworld"
 
     @property
     def learned(self) -> bool:

@@ -1,14 +1,17 @@
-"""The training loop: single process, or torchrun (gloo, DistributedDataParallel) on the CPU.
+"""The training loop: one loop for the story world and a real-data latent cache, on one
+process, DDP or FSDP2 (engine.py), on the CPU (gloo) or CUDA (nccl).
 
-Determinism: the data of step s / rank r / item i is TripletDataset item (s·world + r)·batch + i,
-and every random draw of a step (σ, noise, text dropout, warm-up context) comes from a generator
-seeded with (seed, step, rank), so a resumed run continues exactly as an uninterrupted one.
+Determinism: the data of step s / rank r / item i is dataset position (s·world + r)·batch + i
+(a finite dataset: position mod its length, in a per-epoch permutation seeded by (seed, epoch)),
+and every random draw of a step (σ, noise, text dropout, warm-up context) comes from a
+generator seeded with (seed, step, rank), so a resumed run continues exactly as an
+uninterrupted one (same world size).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Optional
@@ -18,6 +21,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from ..storyworld.dataset import StoryPrefixPool, TripletDataset
+from . import engine, sharded
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .losses import noisy, sample_sigma, selector_loss, shot_loss
@@ -25,13 +29,6 @@ from .model import StoryModel
 
 INFLATION_MIX = (1 / 3, 1 / 3, 1 / 3)
 NO_INFLATION_MIX = (1.0, 0.0, 0.0)
-
-
-def _dist() -> tuple[int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("gloo")
-    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -48,16 +45,31 @@ def step_generator(cfg: TrainConfig, step: int, rank: int) -> torch.Generator:
 
 
 class _Batches(torch.utils.data.Sampler):
-    def __init__(self, start: int, steps: int, batch: int, rank: int, world: int) -> None:
+    """Batches of dataset indices for steps start..steps-1 of this rank. `length` None: position
+    = index (the unbounded story world); else a per-epoch permutation of range(length)."""
+
+    def __init__(self, start: int, steps: int, batch: int, rank: int, world: int,
+                 length: Optional[int] = None, seed: int = 0) -> None:
         self.start, self.steps, self.batch, self.rank, self.world = start, steps, batch, rank, world
+        self.length, self.seed = length, seed
+        self._perm: tuple[int, list[int]] = (-1, [])
 
     def __len__(self) -> int:
         return max(0, self.steps - self.start)
 
+    def _index(self, position: int) -> int:
+        if self.length is None:
+            return position
+        epoch, j = divmod(position, self.length)
+        if self._perm[0] != epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perm = (epoch, torch.randperm(self.length, generator=g).tolist())
+        return self._perm[1][j]
+
     def __iter__(self):
         for s in range(self.start, self.steps):
             base = (s * self.world + self.rank) * self.batch
-            yield list(range(base, base + self.batch))
+            yield [self._index(p) for p in range(base, base + self.batch)]
 
 
 def _one_thread(_: int) -> None:
@@ -89,16 +101,22 @@ def train_step(model, ddp, optimizer, cfg: TrainConfig, batch: dict, step: int, 
                pool: Optional[StoryPrefixPool] = None) -> dict:
     g = step_generator(cfg, step, rank)
     x0 = model.norm.to_model(batch["shot3"])
-    b = x0.shape[0]
-    sigma = sample_sigma(b, g, cfg.sigma_mean, cfg.sigma_std, cfg.sigma_shift)
-    noise = torch.randn(x0.shape, generator=g)
-    drop = torch.rand(b, generator=g) < cfg.text_dropout
+    b, dev = x0.shape[0], x0.device
+    sigma = sample_sigma(b, g, cfg.sigma_mean, cfg.sigma_std, cfg.sigma_shift).to(dev)
+    noise = torch.randn(x0.shape, generator=g).to(dev)
+    drop = (torch.rand(b, generator=g) < cfg.text_dropout).to(dev)
     x_noisy, target = noisy(x0, noise, sigma)
     policy = policy_at(cfg, step)
     story = story_batch(cfg, pool, step, rank)
-    v, scores, labels, ctx, story_scores = ddp(batch, x_noisy, sigma, drop, policy, g, story)
+    if story is not None:
+        story = _to(story, dev)
+    # bf16 under single/DDP: autocast (FSDP casts through its MixedPrecisionPolicy instead)
+    autocast = (torch.autocast(dev.type, dtype=torch.bfloat16) if cfg.precision == "bf16"
+                and not _is_fsdp(model) else contextlib.nullcontext())
+    with autocast:
+        v, scores, labels, ctx, story_scores = ddp(batch, x_noisy, sigma, drop, policy, g, story)
     l_shot = shot_loss(v, target)
-    l_sel = selector_loss(scores, labels) if scores is not None else torch.zeros(())
+    l_sel = selector_loss(scores, labels) if scores is not None else torch.zeros((), device=dev)
     if story_scores is not None:    # the two L_sel terms weigh equally
         l_story = selector_loss(story_scores, story["relevance"])
         l_sel = 0.5 * (l_sel + l_story)
@@ -132,51 +150,81 @@ def train_step(model, ddp, optimizer, cfg: TrainConfig, batch: dict, step: int, 
     return out
 
 
+def _to(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def _is_fsdp(model: torch.nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def make_dataset(cfg: TrainConfig):
+    """-> (dataset, finite length for the sampler or None = unbounded, in index order)."""
+    if cfg.real_data:
+        from .latent_cache import LatentCacheDataset
+
+        ds = LatentCacheDataset(cfg.data, text_len=cfg.text_len)
+        if ds.text_dim != cfg.text_dim:
+            raise ValueError(f"latent cache {cfg.data} has text_dim {ds.text_dim}, the DiT {cfg.text_dim}")
+        if ds.latent_channels != 16:
+            raise ValueError(f"latent cache {cfg.data} has {ds.latent_channels}-channel latents; 16 expected")
+        return ds, min(len(ds), cfg.data_size) if cfg.data_size else len(ds)
+    ds = TripletDataset(length=1 << 40, seed=cfg.seed, pixel_frames=cfg.pixel_frames,
+                        mix=INFLATION_MIX if cfg.inflation else NO_INFLATION_MIX,
+                        standalone_captions=cfg.standalone_captions)
+    return ds, (cfg.data_size or None)
+
+
 def train(cfg: TrainConfig, resume: bool = False, log: Optional[callable] = None,
           stop_at: Optional[int] = None) -> StoryModel:
     """Train to cfg.steps (the lr schedule spans cfg.steps). `stop_at` ends the run early after
     that many steps with a checkpoint, as an interruption would (tests, time-sliced runs)."""
-    rank, world = _dist()
+    rt = engine.setup(cfg)
+    rank, world = rt.rank, rt.world
     torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)          # identical initial weights on every rank
-    model = StoryModel(cfg)
-    optimizer = make_optimizer(cfg, model)
+    model, cfg, bb, snapshot = engine.build(cfg)
+    # the story world's single/DDP full-DiT runs keep their safetensors checkpoint (checkpoint.py);
+    # everything else (FSDP, a backbone, LoRA / frozen DiT) checkpoints through DCP (sharded.py)
+    legacy = rt.strategy != "fsdp" and cfg.dit == "full" and bb is None
+    family = bb.family if bb is not None else "wan2.1-t2v"
     out = Path(cfg.out)
     ckpt = out / "checkpoint"
+    engine.parallelize(model, cfg, rt)
+    engine.materialize(model, cfg, rt, bb, snapshot)
+    optimizer = make_optimizer(cfg, model)       # after sharding: on the sharded parameters
     start = 0
     if resume and (ckpt / "trainer.json").exists():
-        start = load_checkpoint(ckpt, model, optimizer)
+        start = (load_checkpoint(ckpt, model, optimizer) if legacy
+                 else sharded.load(ckpt, model, optimizer, rt))
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(cfg.to_json(), indent=1, sort_keys=True))
-    ddp = model
-    if world > 1:
-        # find_unused_parameters: a policy may leave tiers (or the selector) unused in a step
-        ddp = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+    ddp = engine.wrap_ddp(model, rt)
     model.train()
-    ds = TripletDataset(length=1 << 40, seed=cfg.seed, pixel_frames=cfg.pixel_frames,
-                        mix=INFLATION_MIX if cfg.inflation else NO_INFLATION_MIX,
-                        standalone_captions=cfg.standalone_captions)
+    ds, length = make_dataset(cfg)
     pool = None
     if cfg.sel_story_batch and cfg.learned and start < cfg.steps:
         pool = StoryPrefixPool(cfg.sel_story_pool, cfg.seed, pixel_frames=cfg.pixel_frames)
     end = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
-    loader = DataLoader(ds, batch_sampler=_Batches(start, end, cfg.batch_size, rank, world),
+    loader = DataLoader(ds, batch_sampler=_Batches(start, end, cfg.batch_size, rank, world, length, cfg.seed),
                         num_workers=cfg.workers, persistent_workers=False,
-                        worker_init_fn=_one_thread if cfg.workers else None)
+                        worker_init_fn=_one_thread if cfg.workers else None,
+                        pin_memory=rt.device.type == "cuda")
     bar = None
     if rank == 0 and cfg.progress:
         from tqdm import tqdm
         bar = tqdm(total=cfg.steps, initial=start, desc=f"train {cfg.policy}", dynamic_ncols=True)
     logf = open(out / "log.jsonl", "a") if rank == 0 else None
     t0 = time.perf_counter()
-    step = start
     for step, batch in enumerate(loader, start=start):
         ts = time.perf_counter()
-        rec = train_step(model, ddp, optimizer, cfg, batch, step, rank, pool)
+        rec = train_step(model, ddp, optimizer, cfg, _to(batch, rt.device), step, rank, pool)
         rec["sec"] = round(time.perf_counter() - ts, 4)
         rec["elapsed"] = round(time.perf_counter() - t0, 2)
         rec["world"] = world
+        save_now = (step + 1) % cfg.ckpt_every == 0 or step + 1 == end
         if rank == 0:
             if bar is not None:
                 bar.update(1)
@@ -186,9 +234,11 @@ def train(cfg: TrainConfig, resume: bool = False, log: Optional[callable] = None
                 logf.flush()
             if log is not None:
                 log(rec)
-            if (step + 1) % cfg.ckpt_every == 0 or step + 1 == end:
+            if save_now and legacy:
                 save_checkpoint(ckpt, model, optimizer, step + 1)
-        if world > 1 and ((step + 1) % cfg.ckpt_every == 0 or step + 1 == end):
+        if save_now and not legacy:
+            sharded.save(ckpt, model, optimizer, step + 1, cfg, rt, family)
+        elif save_now and world > 1:
             dist.barrier()
     if bar is not None:
         bar.close()

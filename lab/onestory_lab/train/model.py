@@ -53,11 +53,17 @@ class StoryModel(nn.Module):
         self.selector = selector if selector is not None else FrameSelector(
             16, cfg.text_dim, width=cfg.sel_width, num_queries=cfg.sel_queries, heads=cfg.sel_heads,
             spatial_stride=cfg.sel_stride, max_shots=cfg.sel_shots)
-        self.text = TextEncoder(cfg.text_dim, len(Tokenizer()))   # frozen (buffers only)
+        # story world: its fixed text encoder (buffers only); real data: precomputed umT5
+        # features come with the batch ("text", "text_mask"), so no text encoder is held
+        self.text = None if cfg.real_data else TextEncoder(cfg.text_dim, len(Tokenizer()))
         # bank space = the codec's latents (what the reader decodes); model space = what the DiT,
-        # selector and conditioner see - the same split as ComfyUI's VAE latents vs process_latent_in
-        self.norm = (LatentNormalization(WORLD_MEAN, WORLD_STD) if cfg.latent_norm
-                     else LatentNormalization.identity(16))
+        # selector and conditioner see - the same split as ComfyUI's VAE latents vs process_latent_in.
+        # A latent cache holds Wan 2.1 VAE latents: model space = ComfyUI's Wan21 process_in.
+        if cfg.real_data:
+            self.norm = LatentNormalization.wan21()
+        else:
+            self.norm = (LatentNormalization(WORLD_MEAN, WORLD_STD) if cfg.latent_norm
+                         else LatentNormalization.identity(16))
 
     # ---- context -------------------------------------------------------------------------
 
@@ -96,6 +102,16 @@ class StoryModel(nn.Module):
         shots = self.shot_ordinals(memory) if self.selector.uses_shot_order else None
         return self.selector(memory, text, mask, shots=shots)
 
+    def caption(self, batch: dict) -> tuple[Tensor, Tensor]:
+        """Caption features "b l d_t" and mask "b l": precomputed (latent cache: "text",
+        "text_mask") or encoded from story-world tokens by the fixed text encoder."""
+        if "text" in batch:
+            return batch["text"], batch["text_mask"]
+        if self.text is None:
+            raise ValueError("this model has no text encoder (latent-cache training): batches need "
+                             "precomputed 'text' / 'text_mask' features")
+        return self.text(batch["tokens"], batch["token_mask"]), batch["token_mask"]
+
     def velocity(self, x: Tensor, sigma: Tensor, text: Tensor, ctx: BatchContext) -> Tensor:
         return self.dit(x, sigma * 1000.0, text, ctx_tokens=ctx.tokens, ctx_positions=ctx.positions)
 
@@ -108,8 +124,7 @@ class StoryModel(nn.Module):
         story-prefix items "b' f'" or None). `story`: a `StoryPrefixPool.batch` (inside forward
         so that DDP sees one use of the selector per step)."""
         memory = self.norm.to_model(torch.cat([batch["shot1"], batch["shot2"]], dim=2)).transpose(1, 2)   # "b f c h w"
-        text = self.text(batch["tokens"], batch["token_mask"])
-        mask = batch["token_mask"]
+        text, mask = self.caption(batch)
         scores = self.scores(memory, text, mask) if self.cfg.learned else None
         f = memory.shape[1]
         real = batch["frame_synthetic"] == 0
@@ -122,8 +137,8 @@ class StoryModel(nn.Module):
         story_scores = None
         if story is not None:
             s_mem = self.norm.to_model(story["memory"], channel_dim=2)
-            s_text = self.text(story["tokens"], story["token_mask"])
-            story_scores = self.scores(s_mem, s_text, story["token_mask"])
+            s_text, s_mask = self.caption(story)
+            story_scores = self.scores(s_mem, s_text, s_mask)
         return v, scores, batch["relevance"], ctx, story_scores
 
 
