@@ -107,6 +107,13 @@ def _add_eval(sub) -> None:
     ev.set_defaults(func=_eval)
 
 
+def _add_data(sub) -> None:
+    from .data.cli import add_data_parser, run
+
+    add_data_parser(sub)
+    sub.choices["data"].set_defaults(func=run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onestory", description="OneStory: multi-shot video with adaptive memory.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -132,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=_bench)
     _add_train(sub)
     _add_eval(sub)
+    _add_data(sub)
     return parser
 
 
