@@ -343,18 +343,14 @@ def test_siglip_folder_embeds_and_nothing_downloads(world):
         ImageEncoder(world["root"] / "no-such-folder")
 
 
-def test_missing_extra_names_it(monkeypatch):
-    import importlib
+def test_missing_extra_names_it(monkeypatch, tmp_path):
+    import sys
 
-    real = importlib.import_module
+    from onestory_lab.data.video import read_small
 
-    def fake(name, *a, **k):
-        if name == "av":
-            raise ImportError("No module named 'av'")
-        return real(name, *a, **k)
-    monkeypatch.setattr(importlib, "import_module", fake)
-    with pytest.raises(deps.MissingDependency, match=r"onestory-lab\[data\]"):
-        deps.require("av")
+    monkeypatch.setitem(sys.modules, "av", None)          # `import av` now raises ImportError
+    with pytest.raises(deps.MissingDependency, match=r"'av' package .*onestory-lab\[data\]"):
+        read_small(str(tmp_path / "x.mp4"))
 
 
 def test_pyscenedetect_finds_the_hard_cuts(world):

@@ -95,9 +95,9 @@ class TransformersRewriter:
     CaptionRewriter protocol)."""
 
     def __init__(self, folder: str | Path, device: str = "cpu", max_new_tokens: int = 96) -> None:
-        from .deps import require
+        from . import deps
 
-        transformers = require("transformers")
+        transformers = deps.transformers()
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
         self.model = transformers.AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True)
         self.model.to(device).eval()

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .deps import require
+from . import deps
 from .wan_vae import load_wan_vae_encoder
 
 
@@ -47,7 +47,7 @@ class TextEncoder(Protocol):
 
 
 def _load_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
-    st = require("safetensors.torch", "safetensors")
+    import safetensors.torch as st
     from safetensors import safe_open
 
     if not path.is_file():
@@ -116,7 +116,7 @@ class UMT5TextEncoder:
         for p in UMT5_PREFIXES:
             if any(k.startswith(p) for k in sd) and "shared.weight" not in sd:
                 sd = {k[len(p):]: v for k, v in sd.items() if k.startswith(p)}
-        spm = require("sentencepiece")
+        spm = deps.sentencepiece()
         if tokenizer is not None:
             self.tokenizer = spm.SentencePieceProcessor(model_file=str(tokenizer), add_bos=False, add_eos=True)
         elif "spiece_model" in sd:
@@ -128,7 +128,7 @@ class UMT5TextEncoder:
         if "shared.weight" not in sd:
             raise ValueError(f"{self.file} is not a umT5 encoder file (no shared.weight)")
         sd = _dequantize(sd, dtype)
-        transformers = require("transformers")
+        transformers = deps.transformers()
         config = transformers.UMT5Config(**self.infer_config(sd))
         with torch.device("meta"):
             model = transformers.UMT5EncoderModel(config)

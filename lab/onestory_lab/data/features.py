@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .deps import require
+from . import deps
 
 # Per-family normalisation when the folder has no preprocessor_config.json.
 DEFAULT_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
@@ -41,7 +41,7 @@ class ImageEncoder:
         self.family = str(config.get("model_type", ""))
         if self.family not in FAMILIES:
             raise ValueError(f"{folder}: model_type {self.family!r} is not supported; use one of {FAMILIES}")
-        transformers = require("transformers")
+        transformers = deps.transformers()
         self.model = transformers.AutoModel.from_pretrained(str(folder), local_files_only=True, dtype=dtype)
         self.model.to(device).eval()
         self.device, self.dtype, self.batch = device, dtype, batch

