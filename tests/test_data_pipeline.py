@@ -21,7 +21,7 @@ from safetensors import safe_open  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 from onestory_lab.data import deps  # noqa: E402
-from onestory_lab.data.cache import check_sample, read_sample  # noqa: E402
+from onestory_lab.data.cache import check_sample, read_sample, shard_name  # noqa: E402
 from onestory_lab.data.captions import RewriteRequest, read_captions  # noqa: E402
 from onestory_lab.data.encoders import UMT5TextEncoder, WanLatentEncoder  # noqa: E402
 from onestory_lab.data.features import ImageEncoder  # noqa: E402
@@ -284,12 +284,28 @@ def test_cache_matches_the_contract(world, cached):
             assert r["clips"][r["inflation"].index("cross")]["video"] != target.video
 
 
+def test_the_trainers_reader_loads_the_cache(cached):
+    """lab/onestory_lab/train/latent_cache.py (the FSDP2 trainer's reader) accepts what we write."""
+    from onestory_lab.train.latent_cache import LatentCacheDataset
+
+    cache = cached[0]
+    ds = LatentCacheDataset(cache, text_len=16)
+    records = [r for _, r in read_jsonl(cache / "samples.jsonl")]
+    assert len(ds) == len(records)
+    for i, r in enumerate(records):
+        item, raw = ds[i], read_sample(cache, r)
+        torch.testing.assert_close(item["shot3"], raw["latent.2"].float())
+        torch.testing.assert_close(item["relevance"], raw["labels"])
+        n = raw["text"].shape[0]
+        assert item["text"].shape == (16, 32) and item["text_mask"][:n].all() and not item["text_mask"][n:].any()
+
+
 def test_cache_resume_after_a_crash_mid_shard(world, cached):
     cache, _, vae, te = cached
     out = world["root"] / "work"
     records = [r for _, r in read_jsonl(cache / "samples.jsonl")]
     last = records[-1]
-    with safe_open(str(cache / last["shard"]), framework="pt") as f:
+    with safe_open(str(cache / shard_name(last["shard"])), framework="pt") as f:
         before = {k: f.get_tensor(k) for k in f.keys()}
     # a finished run resumes to a no-op
     again = run_cache(out, cache, vae, te, SPEC, shard_size=1, dtype=torch.float32, quiet=True)
@@ -302,7 +318,7 @@ def test_cache_resume_after_a_crash_mid_shard(world, cached):
     after = [r for _, r in read_jsonl(cache / "samples.jsonl")]
     assert sorted(r["id"] for r in after) == sorted(r["id"] for r in records)
     redo = next(r for r in after if r["id"] == last["id"])
-    with safe_open(str(cache / redo["shard"]), framework="pt") as f:
+    with safe_open(str(cache / shard_name(redo["shard"])), framework="pt") as f:
         for k, v in before.items():
             torch.testing.assert_close(f.get_tensor(k), v)
     assert json.loads((cache / "manifest.json").read_text())["samples"] == 2

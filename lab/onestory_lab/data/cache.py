@@ -3,7 +3,7 @@
 Layout (format "onestory-latent-cache", version 1; docs/training-wan.md, "Cache format"):
 * manifest.json: format, version, encoders (file name + sha256), latent_channels, text_dim,
   clip (frames, stride, width, height), samples (count so far);
-* samples.jsonl: one line per sample: id, shard, kind, clips (video, shot, start, end, stride),
+* samples.jsonl: one line per sample: id, shard (index N of shards/shard-NNNNN), kind, clips (video, shot, start, end, stride),
   captions, inflation (per shot: "" | "cross" | "augment:<name>");
 * shards/shard-NNNNN.safetensors, per sample id:
     <id>.latent.0|1|2  "c t h w"  bank-space Wan VAE latents (last = the target shot)
@@ -32,6 +32,7 @@ FORMAT, VERSION = "onestory-latent-cache", 1
 
 
 def shard_name(index: int) -> str:
+    """File of shard `index`, relative to the cache directory."""
     return f"shards/shard-{index:05d}.safetensors"
 
 
@@ -52,8 +53,7 @@ class CacheWriter:
                                      f"{manifest.get(key)}); write the new cache to another --out directory")
         self.manifest = {"format": FORMAT, "version": VERSION, **manifest}
         self.done = self._recover()
-        self.next_shard = 1 + max((int(Path(s).stem.split("-")[1]) for s in {d["shard"] for d in self.done.values()}),
-                                  default=-1)
+        self.next_shard = 1 + max((d["shard"] for d in self.done.values()), default=-1)
         self._write_manifest()
 
     def _recover(self) -> dict[str, dict]:
@@ -62,7 +62,7 @@ class CacheWriter:
         shard is written again."""
         lines = [obj for _, obj in read_jsonl(self.samples_path)]
         per_shard = Counter(o["shard"] for o in lines)
-        finished = {s for s, n in per_shard.items() if (self.root / s).exists()
+        finished = {s for s, n in per_shard.items() if (self.root / shard_name(s)).exists()
                     and all(o["shard_samples"] == n for o in lines if o["shard"] == s)}
         keep = [o for o in lines if o["shard"] in finished]
         raw = self.samples_path.read_bytes() if self.samples_path.exists() else b""
@@ -77,11 +77,11 @@ class CacheWriter:
     def write_shard(self, records: list[dict], tensors: dict[str, Tensor]) -> str:
         from safetensors.torch import save
 
-        name = shard_name(self.next_shard)
+        index, name = self.next_shard, shard_name(self.next_shard)
         self.next_shard += 1
         write_atomic(self.root / name, save({k: v.contiguous() for k, v in tensors.items()},
                                             metadata={"format": FORMAT, "samples": str(len(records))}))
-        lines = [{**r, "shard": name, "shard_samples": len(records)} for r in records]
+        lines = [{**r, "shard": index, "shard_samples": len(records)} for r in records]
         with open(self.samples_path, "a", encoding="utf-8") as f:
             f.write("".join(json.dumps(o, ensure_ascii=False) + "\n" for o in lines))
             f.flush()
@@ -97,7 +97,7 @@ def read_sample(root: str | Path, record: dict) -> dict[str, Tensor]:
     from safetensors import safe_open
 
     out = {}
-    with safe_open(str(Path(root) / record["shard"]), framework="pt") as f:
+    with safe_open(str(Path(root) / shard_name(record["shard"])), framework="pt") as f:
         for suffix in ("latent.0", "latent.1", "latent.2", "text", "text_mask", "labels", "synthetic"):
             out[suffix] = f.get_tensor(f"{record['id']}.{suffix}")
     return out
