@@ -36,7 +36,7 @@ DEFAULT_BUDGET = defaults.BUDGET
 __all__ = [
     "Kernel", "DEFAULT_KERNELS", "DEFAULT_PATCH", "DEFAULT_BUDGET", "validate_kernels",
     "tokens_per_frame", "solve_budget", "budget_tokens", "block_centres", "Context",
-    "AdaptiveConditioner",
+    "ContextBatch", "AdaptiveConditioner",
 ]
 
 
@@ -258,6 +258,65 @@ class Context:
                        self.frame_index.to(device), self.tier.to(device))
 
 
+@dataclass(frozen=True, eq=False)
+class ContextBatch:
+    """The contexts of a batch of stories, one `Context` per story.
+
+    contexts: per story its `Context` ("n_i d" tokens)
+    used:     per story the memory indices that got a tier, best first
+    tiers:    per story the tier of each used frame
+
+    ``tokens`` "b n d" and ``positions`` "b n 3" exist when every story has the same token
+    count n (`uniform`): stories whose counts differ (different numbers of kept frames, frame
+    sizes or budgets) cannot share one DiT call; `groups` splits them into sub-batches of equal
+    count, and `subset` takes one.
+    """
+
+    contexts: tuple[Context, ...]
+    used: tuple[tuple[int, ...], ...]
+    tiers: tuple[tuple[int, ...], ...]
+
+    def __len__(self) -> int:
+        return len(self.contexts)
+
+    @property
+    def counts(self) -> tuple[int, ...]:
+        """Context tokens per story."""
+        return tuple(len(c) for c in self.contexts)
+
+    @property
+    def uniform(self) -> bool:
+        return len(set(self.counts)) <= 1
+
+    def groups(self) -> list[tuple[int, ...]]:
+        """Story indices grouped by token count (groups in order of first appearance)."""
+        out: dict[int, list[int]] = {}
+        for i, n in enumerate(self.counts):
+            out.setdefault(n, []).append(i)
+        return [tuple(g) for g in out.values()]
+
+    def subset(self, items) -> "ContextBatch":
+        items = list(items)
+        return ContextBatch(tuple(self.contexts[i] for i in items), tuple(self.used[i] for i in items),
+                            tuple(self.tiers[i] for i in items))
+
+    def _stacked(self, name: str) -> Tensor:
+        if not self.uniform:
+            raise OneStoryError(f"the stories have different context token counts {self.counts}: split "
+                                "the batch with ContextBatch.groups() before stacking")
+        return torch.stack([getattr(c, name) for c in self.contexts])
+
+    @property
+    def tokens(self) -> Tensor:
+        """"b n d" (n may be 0)."""
+        return self._stacked("tokens")
+
+    @property
+    def positions(self) -> Tensor:
+        """"b n 3" float32 (t, h, w) per story."""
+        return self._stacked("positions")
+
+
 # --------------------------------------------------------------------------------------------
 # module
 # --------------------------------------------------------------------------------------------
@@ -429,6 +488,78 @@ class AdaptiveConditioner(nn.Module):
         if dev.type != "cpu":
             positions, index, tier_ids = positions.to(dev), index.to(dev), tier_ids.to(dev)
         return Context(tokens, positions, index, tier_ids)
+
+    # ---- batched: the one builder of the pipeline and of training -------------------------
+
+    def build_batch(self, frames: Sequence[Tensor], index: Sequence[Sequence[int]], budget: float,
+                    times: Sequence[Sequence[float]] | None = None) -> ContextBatch:
+        """Context of every story of a batch.
+
+        frames[i] "k_i c h w": story i's ranked memory frames (model space, best first); index[i]:
+        their memory indices (k_i ints); times[i]: their global times, which order the RoPE t
+        axis (None = the indices, as in a story-ordered memory). Per story, `solve_budget` on
+        k_i frames at the story's frame size assigns the tiers; the lowest-ranked frames without
+        a tier are dropped. Differentiable in ``frames`` and the weights (training calls this).
+        """
+        if len(frames) != len(index) or (times is not None and len(times) != len(frames)):
+            raise ShapeError(f"frames, index and times have {len(frames)}, {len(index)} and "
+                             f"{None if times is None else len(times)} entries: give one per story")
+        ref = self._param()
+        contexts, used, tiers = [], [], []
+        for i, x in enumerate(frames):
+            ids = [int(j) for j in index[i]]
+            if not isinstance(x, Tensor) or x.ndim != 4 or x.shape[0] != len(ids):
+                shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+                raise ShapeError(f"frames[{i}] has shape {shape}; expected 'k c h w' with k = "
+                                 f"{len(ids)} (one frame per entry of index[{i}])")
+            if x.shape[1] != self.latent_channels:
+                raise ShapeError(f"frames[{i}] has {x.shape[1]} channels but the conditioner was "
+                                 f"built for latent_channels={self.latent_channels}; use latents "
+                                 "of the matching VAE or an adapter made for it")
+            t = solve_budget(len(ids), self.kernels, x.shape[-2], x.shape[-1], budget, self.patch) if ids else []
+            keep = ids[:len(t)]
+            if not t:
+                contexts.append(Context.empty(self.dim, dtype=ref.dtype, device=ref.device))
+            else:
+                when = [float(v) for v in (keep if times is None else list(times[i])[:len(t)])]
+                contexts.append(self._context(x[:len(t)], keep, when, t))
+            used.append(tuple(keep))
+            tiers.append(tuple(t))
+        return ContextBatch(tuple(contexts), tuple(used), tuple(tiers))
+
+    def build_banks(self, banks: Sequence["MemoryBank"], selections: Sequence["Selection | None"],
+                    budget: float = DEFAULT_BUDGET,
+                    normalization: LatentNormalization | None = None) -> ContextBatch:
+        """`build_batch` on memory banks: story i's ``selections[i].kept`` frames (None or an
+        empty selection = no context), converted to model space with ``normalization``."""
+        if len(banks) != len(selections):
+            raise ShapeError(f"{len(banks)} banks but {len(selections)} selections: give one per story")
+        frames, index, times = [], [], []
+        for bank, selection in zip(banks, selections):
+            kept = [] if selection is None or bank.num_frames == 0 else list(selection.kept)
+            if not kept:
+                frames.append(torch.zeros(0, self.latent_channels, 1, 1))
+                index.append([])
+                times.append([])
+                continue
+            self._check_bank(bank, selection)
+            norm = normalization or LatentNormalization.identity(bank.channels)
+            if norm.channels != bank.channels:
+                raise OneStoryError(f"normalization has {norm.channels} channels but the bank has "
+                                    f"{bank.channels}; use the normalization of the bank's VAE")
+            frames.append(norm.to_model(bank.frames[kept], channel_dim=1))
+            index.append(kept)
+            times.append(bank.frame_times_of(kept))
+        return self.build_batch(frames, index, budget, times)
+
+    def _check_bank(self, bank: "MemoryBank", selection: "Selection") -> None:
+        if selection.scores.numel() != bank.num_frames or max(selection.kept) >= bank.num_frames:
+            raise OneStoryError(
+                f"selection was made on a memory of {selection.scores.numel()} frames but the bank "
+                f"has {bank.num_frames}: run select() again on this bank")
+        if bank.channels != self.latent_channels:
+            raise ShapeError(f"bank has {bank.channels} latent channels but the conditioner was "
+                             f"built for {self.latent_channels}; use an adapter for this VAE")
 
     # ---- from a memory bank ----------------------------------------------------------------
 

@@ -7,12 +7,16 @@ called with timestep t = 1000·σ, as ComfyUI's `ModelSamplingDiscreteFlow` does
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Protocol
+from typing import TYPE_CHECKING, Callable, Optional, Protocol
 
 import torch
 from torch import Tensor
 
-from .errors import Interrupted, OneStoryError
+from . import defaults
+from .errors import Interrupted, OneStoryError, ShapeError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from .pipeline import SampleRequest
 
 Velocity = Callable[[Tensor, Tensor], Tensor]
 """(x "b c t h w", sigma "b") -> velocity "b c t h w"."""
@@ -117,9 +121,10 @@ def cfg_velocity(
 ) -> Velocity:
     """Classifier-free-guided velocity v = v_u + scale·(v_c − v_u).
 
-    cond / uncond: caption features "1 l d_t" (padded to the same length). y: the I2V slot
-    "1 c_y t h w" concatenated to x on channels. The context tokens were computed once per shot
-    by the caller and are reused by every step and both branches. With the context in both
+    cond / uncond: caption features "1 l d_t" or "b l d_t" (zero-padded to a common length here).
+    y: the I2V slot "1 c_y t h w" or "b c_y t h w" concatenated to x on channels. ctx_tokens
+    "n d" / "b n d" with ctx_positions "n 3" / "b n 3": computed once per shot by the caller and
+    reused by every step and both branches. With the context in both
     branches the two branches run as one batch of 2; without it in the negative, the branches
     need different token counts and run separately.
     """
@@ -129,11 +134,22 @@ def cfg_velocity(
     if uncond is not None:
         cond, uncond = pad_text(cond, uncond)
 
+    def per_row(value: Optional[Tensor], rows: int) -> Optional[Tensor]:
+        # "b ..." per story -> "rows ..." (rows = b, or 2b for the joint CFG batch: cond rows
+        # first, then uncond rows); "1 ..." and unbatched values broadcast as they are.
+        if value is None or value.ndim < 3 or value.shape[0] in (1, rows):
+            return value
+        return value.repeat(rows // value.shape[0], *([1] * (value.ndim - 1)))
+
     def forward(x: Tensor, t: Tensor, text: Tensor, with_ctx: bool) -> Tensor:
-        inp = x if y is None else torch.cat([x, y.expand(x.shape[0], -1, -1, -1, -1).to(x)], dim=1)
-        clip = None if clip_fea is None else clip_fea.expand(x.shape[0], -1, -1)
+        rows = x.shape[0]
+        slot = per_row(y, rows)
+        inp = x if slot is None else torch.cat([x, slot.expand(rows, -1, -1, -1, -1).to(x)], dim=1)
+        clip = None if clip_fea is None else per_row(clip_fea, rows).expand(rows, -1, -1)
+        text = text.expand(rows, -1, -1)
         if with_ctx and has_ctx:
-            return model(inp, t, text, clip, ctx_tokens=ctx_tokens, ctx_positions=ctx_positions)
+            return model(inp, t, text, clip, ctx_tokens=per_row(ctx_tokens, rows),
+                         ctx_positions=per_row(ctx_positions, rows))
         return model(inp, t, text, clip)
 
     def velocity(x: Tensor, sigma: Tensor) -> Tensor:
@@ -151,3 +167,67 @@ def cfg_velocity(
         return v_u + scale * (v_c - v_u)
 
     return velocity
+
+
+@dataclass(frozen=True)
+class FlowSampler:
+    """The standalone `onestory.pipeline.Sampler`: Wan's shifted schedule, CFG and an ODE solver
+    on a DiT with the `onestory.wan.WanModel` signature and a ``.config`` (in_dim, out_dim).
+
+    The negative caption is ``negative_text`` "l d_t" for every story, or zeros shaped like each
+    story's caption (the text dropout the lab trains with). An I2V backbone (in_dim = 2·C + 4)
+    gets the slot [mask ×4 | image latent]: story i's ``request.first_frames[i]`` at frame 0
+    with mask 1, else zeros. Returns x0 "b c t h w" in model space.
+    """
+
+    model: FlowModel
+    steps: int = defaults.STEPS
+    shift: float = defaults.SHIFT
+    cfg: float = defaults.CFG
+    solver: str = defaults.SOLVER
+    context_in_negative: bool = defaults.CONTEXT_IN_NEGATIVE
+    negative_text: Optional[Tensor] = None
+    callback: Optional[ProgressCallback] = None
+    should_stop: Optional[Callable[[], bool]] = None
+    space: str = "model"
+
+    def _device(self) -> torch.device:
+        return next(self.model.parameters()).device  # type: ignore[attr-defined]
+
+    def slot(self, request: "SampleRequest") -> Optional[Tensor]:
+        """The I2V channel slot "b (4+c) t h w" (model space), or None for a T2V backbone."""
+        cfg = self.model.config  # type: ignore[attr-defined]
+        b, c, t, h, w = request.shape
+        given = [i for i, f in enumerate(request.first_frames) if f is not None]
+        if cfg.in_dim != 2 * cfg.out_dim + 4:
+            if given:
+                raise OneStoryError("first_image (I2MSV) needs an image-to-video backbone (in_dim = 2·C + 4); "
+                                    "this model is text-to-video — drop first_image or load an I2V model.")
+            return None
+        y = torch.zeros(b, 4 + c, t, h, w)
+        for i in given:
+            image = request.first_frames[i]
+            if tuple(image.shape) != (c, h, w):
+                raise ShapeError(f"first_image has shape {tuple(image.shape)}, expected 'c h w' = {(c, h, w)} "
+                                 "(model-space latent of the start image at the story's latent size).")
+            y[i, :4, 0] = 1.0
+            y[i, 4:, 0] = image.float()
+        return y
+
+    @torch.no_grad()
+    def __call__(self, request: "SampleRequest") -> Tensor:
+        device = self._device()
+        y = self.slot(request)
+        cond = request.text.to(device).float()
+        uncond = (torch.zeros_like(cond) if self.negative_text is None
+                  else self.negative_text.to(device).float().unsqueeze(0))
+        ctx = request.context
+        n = ctx.counts[0] if len(ctx) else 0
+        velocity = cfg_velocity(
+            self.model, cond=cond, uncond=uncond, scale=self.cfg,
+            y=None if y is None else y.to(device),
+            ctx_tokens=ctx.tokens.to(device) if n else None,
+            ctx_positions=ctx.positions.to(device) if n else None,
+            context_in_negative=self.context_in_negative)
+        return sample(velocity, request.noise().to(device), wan_sigmas(self.steps, self.shift), solver=self.solver,
+                      callback=self.callback, should_stop=self.should_stop)

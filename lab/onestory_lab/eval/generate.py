@@ -16,7 +16,9 @@ from torch import Tensor
 
 from ..storyworld.world import Story
 from ..storyworld.text import Tokenizer
-from onestory.sampling import wan_sigmas
+from onestory.memory import MemoryBank
+from onestory.pipeline import MemorySettings, NextShotPipeline, ShotSpec
+from onestory.sampling import FlowSampler, wan_sigmas
 from ..train.model import StoryModel
 from ..train.policies import rank_frames
 
@@ -46,6 +48,7 @@ class StoryRun:
     story: Story
     latents: list[Tensor] = field(default_factory=list)              # per shot "c t h w"
     selections: list[Optional[dict]] = field(default_factory=list)   # per shot: kept, scores, tiers
+    bank: Optional[MemoryBank] = None                                 # the generated story
 
 
 #: score_fn(stories, shot, memory "b f c h w", text "b l d", mask "b l") -> scores "b f"
@@ -103,4 +106,61 @@ def generate_batch(model: StoryModel, stories: Sequence[Story], params: GenParam
                                        "scores": None if scores is None else [round(float(v), 4) for v in scores[i]]})
         new = x.transpose(1, 2)    # "b t c h w"
         memory = new if memory is None else torch.cat([memory, new], dim=1)
+    return runs
+
+
+#: the eval policies as pipeline settings: (scorer, kept frames)
+POLICY_SCORERS = {"both": "learned", "selector": "learned", "conditioner": "recency", "last_frame": "recency",
+                  "none": "recency"}
+
+
+def memory_settings(params: GenParams) -> MemorySettings:
+    """An eval policy as ordinary pipeline settings: last_frame = recency K 1, conditioner =
+    recency K, selector = learned K 1, both = learned K, none = no memory (K 0)."""
+    if params.policy not in POLICY_SCORERS:
+        raise ValueError(f"unknown policy {params.policy!r}; expected one of {sorted(POLICY_SCORERS)}")
+    k = {"both": max(1, params.k), "conditioner": max(1, params.k), "none": 0}.get(params.policy, 1)
+    return MemorySettings(k=k, budget=params.budget, scorer=POLICY_SCORERS[params.policy])
+
+
+def story_pipeline(model: StoryModel) -> NextShotPipeline:
+    return NextShotPipeline(model.conditioner, selector=model.selector, normalization=model.norm)
+
+
+@torch.no_grad()
+def generate_batch_pipeline(model: StoryModel, stories: Sequence[Story], params: GenParams,
+                            tokenizer: Optional[Tokenizer] = None, score_fn: Optional[ScoreFn] = None) -> list[StoryRun]:
+    tok = tokenizer or Tokenizer()
+    settings = memory_settings(params)
+    learned = settings.scorer == "learned"
+    pipeline = story_pipeline(model)
+    sampler = FlowSampler(model.dit, steps=params.steps, shift=params.shift, cfg=params.cfg, solver="euler",
+                          context_in_negative=True)
+    shots = []
+    for st in stories:
+        ids, mask = tok.encode_batch(st.captions)
+        text = model.text(ids, mask)
+        shots.append([ShotSpec(st.captions[s], text[s], (st.seed * 7 + s) * 1009 + params.seed, mask[s])
+                      for s in range(len(st.shots))])
+    runs = [StoryRun(s) for s in stories]
+
+    def scores(s: int, banks) -> Optional[list[Tensor]]:
+        if score_fn is None or not learned:
+            return None
+        ids, mask = tok.encode_batch([st.captions[s] for st in stories])
+        memory = torch.stack([model.norm.to_model(b.frames, channel_dim=1) for b in banks])
+        return list(score_fn(stories, s, memory, model.text(ids, mask), mask))
+
+    def record(s: int, batch) -> None:
+        for i, run in enumerate(runs):
+            run.latents.append(batch.latents[i][0].clone())
+            sel = batch.plan.selections[i]
+            run.selections.append(None if sel is None else {
+                "kept": list(batch.plan.context.used[i]), "tiers": list(batch.plan.context.tiers[i]),
+                "scores": [round(float(v), 4) for v in sel.scores] if learned else None})
+
+    banks = pipeline.stories(shots, settings, (stories[0].latent_frames, 16, 16), sampler, scores=scores,
+                             on_shot=record)
+    for run, bank in zip(runs, banks):
+        run.bank = bank
     return runs

@@ -1,0 +1,245 @@
+"""The next-shot pipeline reproduces the code paths it replaced, on the same seeds.
+
+`tests/data/pipeline_parity.safetensors` holds the outputs of the replaced code (the standalone
+`NextShotGenerator` loop, the lab's own batched Euler + CFG loop in `generate_batch`, and
+`StoryModel.context`'s per-item builder), recorded by running that code: this file with
+ONESTORY_RECORD_PARITY=1 at the commit that introduced the pipeline. The cases below rebuild the
+same tiny models from fixed seeds and compare.
+
+Tolerances: the standalone story and the context builder are compared exactly (same operations
+in the same order). The eval loop differs in two places by float rounding only: the memory of
+later shots is the bank-space latent mapped back to model space ((x·std + mean − mean)/std is x
+to ~1 ulp, 6e-8 relative) and the learned selector scores one story at a time instead of a padded
+batch (another summation order); both are amplified by a few DiT calls, so latents are compared
+with atol 1e-5 (outputs are O(1)) and the kept frames / tiers exactly.
+"""
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from onestory.conditioner import AdaptiveConditioner
+from onestory.frame_selector import FrameSelector
+from onestory.latent import LatentNormalization
+from onestory.memory import MemoryBank
+from onestory.pipeline import MemorySettings, NextShotPipeline, ShotSpec
+from onestory.sampling import FlowSampler
+from onestory.wan import WanConfig, WanModel
+
+REFERENCE = Path(__file__).parent / "data" / "pipeline_parity.safetensors"
+RECORD = os.environ.get("ONESTORY_RECORD_PARITY") == "1"
+_recorded: dict[str, torch.Tensor] = {}
+TEXT_DIM = 32
+
+
+def probe(x: torch.Tensor) -> torch.Tensor:
+    """Every 11th element of a large tensor: what the reference file keeps of latents and tokens
+    (a few kB per case instead of MBs)."""
+    return x.detach().reshape(-1)[::11]
+
+
+def _reference(key: str, old: torch.Tensor | None = None) -> torch.Tensor:
+    """The recorded value of `key`; in record mode, store the old path's value."""
+    if RECORD:
+        if old is not None:
+            _recorded[key] = old.detach().float().contiguous().clone()
+        return _recorded[key]
+    return load_file(str(REFERENCE))[key]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _write_reference():
+    yield
+    if RECORD and _recorded:
+        REFERENCE.parent.mkdir(exist_ok=True)
+        merged = load_file(str(REFERENCE)) if REFERENCE.exists() else {}
+        save_file({**merged, **_recorded}, str(REFERENCE))
+
+
+# ---- standalone story --------------------------------------------------------------------------
+
+def tiny_backbone(model_type: str):
+    torch.manual_seed(0)
+    in_dim = 16 if model_type == "t2v" else 36
+    cfg = WanConfig(model_type=model_type, in_dim=in_dim, dim=64, ffn_dim=128, text_dim=TEXT_DIM, out_dim=16,
+                    num_heads=2, num_layers=2)
+    model = WanModel(cfg).eval()
+    cond = AdaptiveConditioner.from_patch_embedding(model.patch_embedding.weight, model.patch_embedding.bias,
+                                                    latent_channels=16, time_gap=0.5)
+    torch.manual_seed(1)
+    selector = FrameSelector(16, TEXT_DIM, width=32, num_queries=2, heads=2, spatial_stride=2, max_shots=4).eval()
+    with torch.no_grad():   # non-zero shot-order embeddings, so the ordinals matter
+        selector.shot_tokens.weight.normal_(0, 0.5)
+        selector.shot_pooled.weight.normal_(0, 0.5)
+    return model, cond, selector
+
+
+def story_shots(n: int):
+    g = torch.Generator().manual_seed(1)
+    return [ShotSpec(f"caption {i}", torch.randn(5 + i % 2, TEXT_DIM, generator=g), seed=10 + i) for i in range(n)]
+
+
+STANDALONE = {
+    # name: (backbone, scorer, k, budget, normalization, first image, negative text)
+    "t2v_sink_recent": ("t2v", "sink_recent", 3, 1.0, False, False, False),
+    "t2v_learned_wan21": ("t2v", "learned", 3, 1.5, True, False, True),
+    "t2v_novelty": ("t2v", "novelty", 2, 0.5, False, False, False),
+    "i2v_learned": ("i2v", "learned", 4, 1.0, False, True, False),
+    "i2v_recency_wan21": ("i2v", "recency", 2, 1.0, True, True, True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STANDALONE))
+def test_standalone_story_matches_recorded(name):
+    backbone, scorer, k, budget, wan21, image, negative = STANDALONE[name]
+    model, cond, selector = tiny_backbone(backbone)
+    norm = LatentNormalization.wan21() if wan21 else None
+    neg = torch.randn(3, TEXT_DIM, generator=torch.Generator().manual_seed(5)) if negative else None
+    first = torch.randn(16, 8, 8, generator=torch.Generator().manual_seed(6)) if image else None
+    shots = story_shots(4)
+    size = (2, 8, 8)
+
+    old = None
+    if RECORD:
+        from onestory.story import NextShotGenerator, StoryParams, generate_story
+        gen = NextShotGenerator(model, cond, selector=selector, normalization=norm, negative_text=neg)
+        params = StoryParams(frames=2, height=8, width=8, k=k, budget=budget, scorer=scorer, steps=3, cfg=2.0)
+        old = generate_story(gen, shots, params, first_image=first)
+
+    pipeline = NextShotPipeline(cond, selector=selector, normalization=norm)
+    sampler = FlowSampler(model, steps=3, cfg=2.0, negative_text=neg)
+    new = pipeline.stories([shots], MemorySettings(k=k, budget=budget, scorer=scorer), size, sampler,
+                           first_frames=[first])[0]
+
+    assert torch.equal(probe(new.frames), _reference(f"standalone/{name}/frames", None if old is None else probe(old.frames)))
+    if old is not None:
+        assert torch.equal(new.frames, old.frames)
+    for s, shot in enumerate(new.shots):
+        sel = shot.selection
+        ref_kept = _reference(f"standalone/{name}/kept{s}", None if old is None else torch.tensor(
+            old.shots[s].selection["kept"] if old.shots[s].selection else [-1]))
+        assert (list(sel["kept"]) if sel else [-1]) == ref_kept.long().tolist()
+        assert shot.seed == shots[s].seed and shot.caption == shots[s].caption
+
+
+def test_batched_stories_equal_one_story_at_a_time():
+    """Three stories in one batch (one DiT call per step) give each story what it gets alone."""
+    model, cond, selector = tiny_backbone("t2v")
+    pipeline = NextShotPipeline(cond, selector=selector)
+    sampler = FlowSampler(model, steps=2, cfg=2.0)
+    g = torch.Generator().manual_seed(3)
+    stories = [[ShotSpec(f"s{j} c{i}", torch.randn(5, TEXT_DIM, generator=g), seed=100 * j + i) for i in range(3)]
+               for j in range(3)]
+    settings = MemorySettings(k=2, budget=1.0, scorer="learned")
+    together = pipeline.stories(stories, settings, (2, 8, 8), sampler)
+    for j, story in enumerate(stories):
+        alone = pipeline.stories([story], settings, (2, 8, 8), sampler)[0]
+        torch.testing.assert_close(together[j].frames, alone.frames, atol=1e-5, rtol=0)
+        for a, b in zip(together[j].shots[1:], alone.shots[1:]):   # batched DiT calls round differently
+            assert a.selection["kept"] == b.selection["kept"]
+            torch.testing.assert_close(torch.tensor(a.selection["scores"]), torch.tensor(b.selection["scores"]),
+                                       atol=1e-5, rtol=0)
+
+
+def test_stories_with_different_token_counts_are_sampled_in_groups():
+    """A story with an excluded frame keeps fewer frames (fewer tokens) than its batch mates: the
+    sampler is called once per token count, and every story gets what it gets alone."""
+    model, cond, _ = tiny_backbone("t2v")
+    pipeline = NextShotPipeline(cond)
+    calls = []
+
+    class Counting(FlowSampler):
+        def __call__(self, request):
+            calls.append(request.context.counts)
+            return super().__call__(request)
+
+    sampler = Counting(model, steps=1, cfg=2.0)
+    settings = MemorySettings(k=2, budget=4.0, scorer="recency")
+    g = torch.Generator().manual_seed(4)
+    first = [ShotSpec(f"a{j}", torch.randn(4, TEXT_DIM, generator=g), seed=j) for j in range(3)]
+    banks = list(pipeline([MemoryBank.empty()] * 3, first, settings, (2, 8, 8), sampler).banks)
+    assert calls == [(0, 0, 0)]
+    banks[1] = banks[1].set_excluded(1)
+    calls.clear()
+    second = [ShotSpec(f"b{j}", torch.randn(4 + j, TEXT_DIM, generator=g), seed=10 + j) for j in range(3)]
+    out = pipeline(banks, second, settings, (2, 8, 8), sampler)
+    assert calls == [(32, 32), (16,)], calls
+    for j in range(3):
+        alone = pipeline([banks[j]], [second[j]], settings, (2, 8, 8), sampler)
+        if j != 1:   # stories 0 and 2 share a call: story 0's caption is zero-padded to story 2's length
+            continue
+        assert torch.equal(out.latents[j], alone.latents[0])
+        assert out.banks[j].shots[-1].selection == alone.banks[0].shots[-1].selection
+
+
+# ---- eval (the lab's batched generation) --------------------------------------------------------
+
+TINY = dict(dim=64, layers=2, heads=1, ffn_dim=128, text_dim=128, sel_width=32, sel_queries=2, sel_heads=1,
+            sel_shots=4, progress=False, threads=2, latent_norm=True, pixel_frames=1)
+
+
+def tiny_story_model(policy: str):
+    from onestory_lab.train.config import TrainConfig
+    from onestory_lab.train.model import StoryModel
+
+    torch.manual_seed(0)
+    model = StoryModel(TrainConfig(out="unused", policy=policy, k=3, budget=2.0, **TINY)).eval()
+    with torch.no_grad():
+        model.selector.shot_tokens.weight.normal_(0, 0.5)
+        model.selector.shot_pooled.weight.normal_(0, 0.5)
+    return model
+
+
+@pytest.mark.parametrize("policy", ["both", "selector", "conditioner", "last_frame"])
+def test_eval_generation_matches_recorded(policy):
+    from onestory_lab.eval.generate import GenParams, generate_batch_pipeline
+    from onestory_lab.storyworld.dataset import eval_stories
+
+    model = tiny_story_model(policy)
+    stories = eval_stories("insert_recall", 2, pixel_frames=model.cfg.pixel_frames)
+    params = GenParams.for_model(model, steps=2, cfg=3.0, seed=7)
+    old = None
+    if RECORD:
+        from onestory_lab.eval.generate import generate_batch
+        old = generate_batch(model, stories, params)
+    new = generate_batch_pipeline(model, stories, params)
+    for i, run in enumerate(new):
+        ref = _reference(f"eval/{policy}/latents{i}", None if old is None else probe(torch.stack(old[i].latents)))
+        torch.testing.assert_close(probe(torch.stack(run.latents)), ref, atol=1e-5, rtol=0)
+        if old is not None:
+            torch.testing.assert_close(torch.stack(run.latents), torch.stack(old[i].latents), atol=1e-5, rtol=0)
+        for s, sel in enumerate(run.selections):
+            key = f"eval/{policy}/story{i}/shot{s}"
+            o = None if old is None else old[i].selections[s]
+            kept = _reference(key + "/kept", None if old is None else torch.tensor(o["kept"] if o else [-1]))
+            tiers = _reference(key + "/tiers", None if old is None else torch.tensor(o["tiers"] if o else [-1]))
+            assert (sel["kept"] if sel else [-1]) == kept.long().tolist()
+            assert (sel["tiers"] if sel else [-1]) == tiers.long().tolist()
+            if o is not None and o["scores"] is not None:
+                _reference(key + "/scores", torch.tensor(o["scores"]))
+            if sel is not None and sel["scores"] is not None:
+                ref_scores = _reference(key + "/scores")
+                torch.testing.assert_close(torch.tensor(sel["scores"]), ref_scores, atol=2e-4, rtol=0)
+
+
+# ---- training's context builder ----------------------------------------------------------------
+
+def test_story_model_context_matches_recorded():
+    model = tiny_story_model("both")
+    g = torch.Generator().manual_seed(2)
+    memory = torch.randn(3, 6, 16, 16, 16, generator=g, requires_grad=True)
+    ranked = [[5, 1, 3], [0, 2, 4], [4, 5, 0]]
+    old_ctx = model.context(memory, ranked, 2.0) if RECORD else None
+    new = model.conditioner.build_batch([memory[i, r] for i, r in enumerate(ranked)], ranked, 2.0)
+    ref_tokens = _reference("context/tokens", None if old_ctx is None else probe(old_ctx.tokens))
+    ref_positions = _reference("context/positions", None if old_ctx is None else old_ctx.positions)
+    assert torch.equal(probe(new.tokens), ref_tokens) and torch.equal(new.positions, ref_positions)
+    if old_ctx is not None:
+        assert torch.equal(new.tokens, old_ctx.tokens)
+        assert [list(u) for u in new.used] == old_ctx.kept and all(list(t) == old_ctx.tiers for t in new.tiers)
+        # gradients reach the memory and the conditioner the same way
+        (grad_old,) = torch.autograd.grad(old_ctx.tokens.square().sum(), memory)
+        (grad_new,) = torch.autograd.grad(new.tokens.square().sum(), memory)
+        assert torch.equal(grad_old, grad_new)
