@@ -12,6 +12,7 @@ from comfy_api.latest import io, ui
 
 from .glue import overrides
 from .glue.bridge import check_channels
+from .glue.core import defaults
 from .glue.next_shot import ROUTES, ShotSettings, generate_shot, latent_size
 from .glue.payload import planned_tiers, selection_payload
 from .glue.selection import (BUDGET_TOOLTIP, K_TOOLTIP, SCORER_TOOLTIP, SCORERS, check_budget, kept_preview,
@@ -47,17 +48,17 @@ def shot_inputs() -> list:
                      control_after_generate=io.ControlAfterGenerate.fixed, tooltip=
                      "Noise seed of the shot (Next Shots adds the shot index). 'fixed' after generate by "
                      "default, so re-queuing re-runs only the shots whose inputs changed."),
-        io.Int.Input("steps", default=20, min=1, max=10000, tooltip="Sampling steps per shot."),
-        io.Float.Input("cfg", default=5.0, min=0.0, max=100.0, step=0.1, round=0.01, tooltip="Classifier-free guidance scale."),
+        io.Int.Input("steps", default=defaults.STEPS, min=1, max=10000, tooltip="Sampling steps per shot."),
+        io.Float.Input("cfg", default=defaults.CFG, min=0.0, max=100.0, step=0.1, round=0.01, tooltip="Classifier-free guidance scale."),
         io.Combo.Input("sampler_name", options=sampler_names(), default="euler", tooltip="ComfyUI sampler."),
         io.Combo.Input("scheduler", options=scheduler_names(), default="simple", tooltip="ComfyUI scheduler."),
-        io.Int.Input("k", default=8, min=0, max=256, tooltip=K_TOOLTIP),
-        io.Float.Input("budget", default=1.0, min=0.0, max=64.0, step=0.25, tooltip=BUDGET_TOOLTIP),
-        io.Combo.Input("scorer", options=SCORERS, default="auto", tooltip=SCORER_TOOLTIP),
+        io.Int.Input("k", default=defaults.K, min=0, max=256, tooltip=K_TOOLTIP),
+        io.Float.Input("budget", default=defaults.BUDGET, min=0.0, max=64.0, step=0.25, tooltip=BUDGET_TOOLTIP),
+        io.Combo.Input("scorer", options=SCORERS, default=defaults.NODE_SCORER, tooltip=SCORER_TOOLTIP),
         io.Combo.Input("route", options=ROUTES, default="onestory", tooltip=
                        "How memory reaches the model: onestory = context tokens (paper); storymem = kept frames as "
                        "extra I2V frames (StoryMem LoRA on Wan 2.2 I2V A14B); keyframe = best frame as start image."),
-        io.Boolean.Input("context_in_negative", default=True, tooltip=
+        io.Boolean.Input("context_in_negative", default=defaults.CONTEXT_IN_NEGATIVE, tooltip=
                          "onestory route: keep the memory in the negative CFG branch too (paper default)."),
         io.Float.Input("switch_at", default=0.5, min=0.0, max=1.0, step=0.05, tooltip=
                        "With model_low (Wan 2.2 A14B): fraction of the steps run by the high-noise MODEL."),

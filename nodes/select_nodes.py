@@ -6,6 +6,7 @@ from __future__ import annotations
 from comfy_api.latest import io, ui
 
 from .glue import overrides
+from .glue.core import defaults
 from .glue.hook import apply_context
 from .glue.payload import planned_tiers, selection_payload
 from .glue.selection import (K_TOOLTIP, SCORER_TOOLTIP, SCORERS, build_context, check_budget, kept_preview,
@@ -28,8 +29,8 @@ class FrameSelector(io.ComfyNode):
                 Story.Input("story", tooltip="The story whose memory is searched."),
                 io.Conditioning.Input("positive", tooltip="The next shot's caption (CLIP Text Encode with the Wan text encoder)."),
                 Adapter.Input("adapter", tooltip="From OneStory Adapter Loader."),
-                io.Int.Input("k", default=8, min=0, max=256, tooltip=K_TOOLTIP),
-                io.Combo.Input("scorer", options=SCORERS, default="auto", tooltip=SCORER_TOOLTIP),
+                io.Int.Input("k", default=defaults.K, min=0, max=256, tooltip=K_TOOLTIP),
+                io.Combo.Input("scorer", options=SCORERS, default=defaults.NODE_SCORER, tooltip=SCORER_TOOLTIP),
                 overrides_input(),
             ],
             outputs=[SelectionType.Output(display_name="selection")],
@@ -69,7 +70,7 @@ class AdaptiveConditioner(io.ComfyNode):
                 Story.Input("story", tooltip="The same story the selection was made from."),
                 SelectionType.Input("selection", tooltip="From OneStory Frame Selector."),
                 Adapter.Input("adapter", tooltip="From OneStory Adapter Loader."),
-                io.Float.Input("budget", default=1.0, min=0.0, max=64.0, step=0.25, tooltip=
+                io.Float.Input("budget", default=defaults.BUDGET, min=0.0, max=64.0, step=0.25, tooltip=
                                "Token budget in latent-frame equivalents (1 = the tokens of one latent frame at "
                                "full resolution). More = more memory detail, slower sampling. Must fit at least "
                                "one memory frame (0 is refused); for no memory set the Frame Selector's k to 0."),
@@ -100,7 +101,7 @@ class ApplyContext(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="A Wan 2.1/2.2 MODEL (any loader, LoRAs applied or not)."),
                 ContextType.Input("context", tooltip="From OneStory Adaptive Conditioner."),
-                io.Boolean.Input("context_in_negative", default=True, tooltip=
+                io.Boolean.Input("context_in_negative", default=defaults.CONTEXT_IN_NEGATIVE, tooltip=
                                  "Keep the memory in the negative (CFG) branch too, as the paper does. Off = "
                                  "the negative runs without memory (pushes harder toward the memory; 2 passes)."),
                 io.Model.Input("model_low", optional=True, tooltip=

@@ -279,7 +279,7 @@ class OneStoryAdapter:
 
     @staticmethod
     def from_modules(conditioner: "AdaptiveConditioner", selector: "FrameSelector | None", *,
-                     backbone: str, text_dim: int, default_budget: float = 1.0,
+                     backbone: str, text_dim: int, default_budget: float = defaults.BUDGET,
                      default_k: int = DEFAULT_K) -> "OneStoryAdapter":
         """Wrap trained modules, deriving the metadata from their configuration."""
         if tuple(conditioner.patch) != (1, 2, 2):

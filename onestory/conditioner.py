@@ -565,30 +565,6 @@ class AdaptiveConditioner(nn.Module):
 
     def build(self, bank: "MemoryBank", selection: "Selection", budget: float = DEFAULT_BUDGET,
               normalization: LatentNormalization | None = None) -> Context:
-        """``solve_budget`` on ``selection.kept`` (ranked) + `forward`.
-
-        Only the frames that get a tier are converted to model space (``normalization``:
-        bank -> model; None = identity) and moved to the module's device. An empty selection
-        gives an empty Context (the DiT then runs exactly as without memory).
-        """
-        ref = self._param()
-        kept = tuple(selection.kept)
-        if bank.num_frames == 0 or not kept:
-            return Context.empty(self.dim, dtype=ref.dtype, device=ref.device)
-        if selection.scores.numel() != bank.num_frames or max(kept) >= bank.num_frames:
-            raise OneStoryError(
-                f"selection was made on a memory of {selection.scores.numel()} frames but the bank "
-                f"has {bank.num_frames}: run select() again on this bank")
-        if bank.channels != self.latent_channels:
-            raise ShapeError(f"bank has {bank.channels} latent channels but the conditioner was "
-                             f"built for {self.latent_channels}; use an adapter for this VAE")
-        norm = normalization or LatentNormalization.identity(bank.channels)
-        if norm.channels != bank.channels:
-            raise OneStoryError(f"normalization has {norm.channels} channels but the bank has "
-                                f"{bank.channels}; use the normalization of the bank's VAE")
-        tiers = solve_budget(len(kept), self.kernels, bank.height, bank.width, budget, self.patch)
-        used = list(kept[:len(tiers)])
-        if not used:
-            return Context.empty(self.dim, dtype=ref.dtype, device=ref.device)
-        frames = norm.to_model(bank.frames[used], channel_dim=1)
-        return self._context(frames, used, bank.frame_times_of(used), tiers)
+        """The context of one bank: `build_banks` for a batch of one. An empty selection gives
+        an empty Context (the DiT then runs exactly as without memory)."""
+        return self.build_banks([bank], [selection], budget, normalization).contexts[0]

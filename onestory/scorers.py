@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import defaults
 from .defaults import K as DEFAULT_K
 from .errors import OneStoryError, ShapeError
 from .frame_selector import FrameSelector
@@ -197,7 +198,7 @@ def _score_learned(bank: "MemoryBank", text: Tensor | None, selector: FrameSelec
     return scores
 
 
-def select(bank: "MemoryBank", k: int = DEFAULT_K, scorer: str = "sink_recent", *,
+def select(bank: "MemoryBank", k: int = DEFAULT_K, scorer: str = defaults.SCORER, *,
            text: Tensor | None = None, selector: FrameSelector | None = None,
            normalization: LatentNormalization | None = None) -> Selection:
     """Score the bank's frames and keep the top ``k``, honouring the bank's pins and excludes.

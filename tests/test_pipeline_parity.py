@@ -3,8 +3,10 @@
 `tests/data/pipeline_parity.safetensors` holds the outputs of the replaced code (the standalone
 `NextShotGenerator` loop, the lab's own batched Euler + CFG loop in `generate_batch`, and
 `StoryModel.context`'s per-item builder), recorded by running that code: this file with
-ONESTORY_RECORD_PARITY=1 at the commit that introduced the pipeline. The cases below rebuild the
-same tiny models from fixed seeds and compare.
+ONESTORY_RECORD_PARITY=1 at commit e3e5034, where the old and the new paths ran side by side and
+were compared in full (the old code is gone since; git keeps it). The file keeps every 11th
+element of latents and tokens (`probe`). The cases below rebuild the same tiny models from fixed
+seeds and compare.
 
 Tolerances: the standalone story and the context builder are compared exactly (same operations
 in the same order). The eval loop differs in two places by float rounding only: the memory of
@@ -13,12 +15,11 @@ to ~1 ulp, 6e-8 relative) and the learned selector scores one story at a time in
 batch (another summation order); both are amplified by a few DiT calls, so latents are compared
 with atol 1e-5 (outputs are O(1)) and the kept frames / tiers exactly.
 """
-import os
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from onestory.conditioner import AdaptiveConditioner
 from onestory.frame_selector import FrameSelector
@@ -29,33 +30,17 @@ from onestory.sampling import FlowSampler
 from onestory.wan import WanConfig, WanModel
 
 REFERENCE = Path(__file__).parent / "data" / "pipeline_parity.safetensors"
-RECORD = os.environ.get("ONESTORY_RECORD_PARITY") == "1"
-_recorded: dict[str, torch.Tensor] = {}
 TEXT_DIM = 32
 
 
 def probe(x: torch.Tensor) -> torch.Tensor:
-    """Every 11th element of a large tensor: what the reference file keeps of latents and tokens
-    (a few kB per case instead of MBs)."""
+    """Every 11th element of a large tensor: what the reference file keeps of latents and tokens."""
     return x.detach().reshape(-1)[::11]
 
 
-def _reference(key: str, old: torch.Tensor | None = None) -> torch.Tensor:
-    """The recorded value of `key`; in record mode, store the old path's value."""
-    if RECORD:
-        if old is not None:
-            _recorded[key] = old.detach().float().contiguous().clone()
-        return _recorded[key]
-    return load_file(str(REFERENCE))[key]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _write_reference():
-    yield
-    if RECORD and _recorded:
-        REFERENCE.parent.mkdir(exist_ok=True)
-        merged = load_file(str(REFERENCE)) if REFERENCE.exists() else {}
-        save_file({**merged, **_recorded}, str(REFERENCE))
+@pytest.fixture(scope="module")
+def reference() -> dict[str, torch.Tensor]:
+    return load_file(str(REFERENCE))
 
 
 # ---- standalone story --------------------------------------------------------------------------
@@ -92,7 +77,7 @@ STANDALONE = {
 
 
 @pytest.mark.parametrize("name", sorted(STANDALONE))
-def test_standalone_story_matches_recorded(name):
+def test_standalone_story_matches_recorded(name, reference):
     backbone, scorer, k, budget, wan21, image, negative = STANDALONE[name]
     model, cond, selector = tiny_backbone(backbone)
     norm = LatentNormalization.wan21() if wan21 else None
@@ -101,25 +86,15 @@ def test_standalone_story_matches_recorded(name):
     shots = story_shots(4)
     size = (2, 8, 8)
 
-    old = None
-    if RECORD:
-        from onestory.story import NextShotGenerator, StoryParams, generate_story
-        gen = NextShotGenerator(model, cond, selector=selector, normalization=norm, negative_text=neg)
-        params = StoryParams(frames=2, height=8, width=8, k=k, budget=budget, scorer=scorer, steps=3, cfg=2.0)
-        old = generate_story(gen, shots, params, first_image=first)
-
     pipeline = NextShotPipeline(cond, selector=selector, normalization=norm)
     sampler = FlowSampler(model, steps=3, cfg=2.0, negative_text=neg)
     new = pipeline.stories([shots], MemorySettings(k=k, budget=budget, scorer=scorer), size, sampler,
                            first_frames=[first])[0]
 
-    assert torch.equal(probe(new.frames), _reference(f"standalone/{name}/frames", None if old is None else probe(old.frames)))
-    if old is not None:
-        assert torch.equal(new.frames, old.frames)
+    assert torch.equal(probe(new.frames), reference[f"standalone/{name}/frames"])
     for s, shot in enumerate(new.shots):
         sel = shot.selection
-        ref_kept = _reference(f"standalone/{name}/kept{s}", None if old is None else torch.tensor(
-            old.shots[s].selection["kept"] if old.shots[s].selection else [-1]))
+        ref_kept = reference[f"standalone/{name}/kept{s}"]
         assert (list(sel["kept"]) if sel else [-1]) == ref_kept.long().tolist()
         assert shot.seed == shots[s].seed and shot.caption == shots[s].caption
 
@@ -193,53 +168,38 @@ def tiny_story_model(policy: str):
 
 
 @pytest.mark.parametrize("policy", ["both", "selector", "conditioner", "last_frame"])
-def test_eval_generation_matches_recorded(policy):
-    from onestory_lab.eval.generate import GenParams, generate_batch_pipeline
+def test_eval_generation_matches_recorded(policy, reference):
+    from onestory_lab.eval.generate import GenParams, generate_batch
     from onestory_lab.storyworld.dataset import eval_stories
 
     model = tiny_story_model(policy)
     stories = eval_stories("insert_recall", 2, pixel_frames=model.cfg.pixel_frames)
     params = GenParams.for_model(model, steps=2, cfg=3.0, seed=7)
-    old = None
-    if RECORD:
-        from onestory_lab.eval.generate import generate_batch
-        old = generate_batch(model, stories, params)
-    new = generate_batch_pipeline(model, stories, params)
-    for i, run in enumerate(new):
-        ref = _reference(f"eval/{policy}/latents{i}", None if old is None else probe(torch.stack(old[i].latents)))
-        torch.testing.assert_close(probe(torch.stack(run.latents)), ref, atol=1e-5, rtol=0)
-        if old is not None:
-            torch.testing.assert_close(torch.stack(run.latents), torch.stack(old[i].latents), atol=1e-5, rtol=0)
+    for i, run in enumerate(generate_batch(model, stories, params)):
+        torch.testing.assert_close(probe(torch.stack(run.latents)), reference[f"eval/{policy}/latents{i}"],
+                                   atol=1e-5, rtol=0)
         for s, sel in enumerate(run.selections):
             key = f"eval/{policy}/story{i}/shot{s}"
-            o = None if old is None else old[i].selections[s]
-            kept = _reference(key + "/kept", None if old is None else torch.tensor(o["kept"] if o else [-1]))
-            tiers = _reference(key + "/tiers", None if old is None else torch.tensor(o["tiers"] if o else [-1]))
-            assert (sel["kept"] if sel else [-1]) == kept.long().tolist()
-            assert (sel["tiers"] if sel else [-1]) == tiers.long().tolist()
-            if o is not None and o["scores"] is not None:
-                _reference(key + "/scores", torch.tensor(o["scores"]))
-            if sel is not None and sel["scores"] is not None:
-                ref_scores = _reference(key + "/scores")
-                torch.testing.assert_close(torch.tensor(sel["scores"]), ref_scores, atol=2e-4, rtol=0)
+            assert (sel["kept"] if sel else [-1]) == reference[key + "/kept"].long().tolist()
+            assert (sel["tiers"] if sel else [-1]) == reference[key + "/tiers"].long().tolist()
+            assert (sel is not None and sel["scores"] is not None) == (key + "/scores" in reference)
+            if key + "/scores" in reference:
+                torch.testing.assert_close(torch.tensor(sel["scores"]), reference[key + "/scores"], atol=2e-4, rtol=0)
 
 
 # ---- training's context builder ----------------------------------------------------------------
 
-def test_story_model_context_matches_recorded():
+def test_story_model_context_matches_recorded(reference):
+    """Training's context (StoryModel.context, on AdaptiveConditioner.build_batch) equals what the
+    per-item builder it replaced made, and carries gradients to the memory and the conditioner."""
     model = tiny_story_model("both")
     g = torch.Generator().manual_seed(2)
     memory = torch.randn(3, 6, 16, 16, 16, generator=g, requires_grad=True)
     ranked = [[5, 1, 3], [0, 2, 4], [4, 5, 0]]
-    old_ctx = model.context(memory, ranked, 2.0) if RECORD else None
-    new = model.conditioner.build_batch([memory[i, r] for i, r in enumerate(ranked)], ranked, 2.0)
-    ref_tokens = _reference("context/tokens", None if old_ctx is None else probe(old_ctx.tokens))
-    ref_positions = _reference("context/positions", None if old_ctx is None else old_ctx.positions)
-    assert torch.equal(probe(new.tokens), ref_tokens) and torch.equal(new.positions, ref_positions)
-    if old_ctx is not None:
-        assert torch.equal(new.tokens, old_ctx.tokens)
-        assert [list(u) for u in new.used] == old_ctx.kept and all(list(t) == old_ctx.tiers for t in new.tiers)
-        # gradients reach the memory and the conditioner the same way
-        (grad_old,) = torch.autograd.grad(old_ctx.tokens.square().sum(), memory)
-        (grad_new,) = torch.autograd.grad(new.tokens.square().sum(), memory)
-        assert torch.equal(grad_old, grad_new)
+    ctx = model.context(memory, ranked, 2.0)
+    assert torch.equal(probe(ctx.tokens), reference["context/tokens"])
+    assert torch.equal(ctx.positions, reference["context/positions"])
+    assert ctx.kept == [r[:len(ctx.tiers)] for r in ranked]
+    ctx.tokens.square().sum().backward()
+    assert memory.grad is not None and memory.grad.abs().sum() > 0
+    assert any(p.grad is not None and p.grad.any() for p in model.conditioner.parameters())

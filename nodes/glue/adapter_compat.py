@@ -24,8 +24,7 @@ def bundle_from_file(name: str, path, backbone, normalization, latent_format) ->
     """Load `path` strictly for this backbone (AdapterMismatch lists every differing field)."""
     adapter = OneStoryAdapter.load(path, expect=expectation(backbone))
     return AdapterBundle(name, adapter.conditioner.eval(), adapter.selector, backbone, normalization,
-                         latent_format, default_k=adapter.meta.default_k,
-                         default_budget=adapter.meta.default_budget)
+                         latent_format, default_budget=adapter.meta.default_budget)
 
 
 def check_bundle(adapter: AdapterBundle, backbone, which: str) -> None:

@@ -33,3 +33,7 @@ LatentNormalization = _core("latent").LatentNormalization
 MemoryBank = _core("memory").MemoryBank
 safe_relative_path = _core("paths").safe_relative_path
 select = _core("scorers").select
+_pipeline = _core("pipeline")
+MemorySettings = _pipeline.MemorySettings
+NextShotPipeline = _pipeline.NextShotPipeline
+ShotSpec = _pipeline.ShotSpec

@@ -1,4 +1,5 @@
-"""Next Shot: select → condition → sample with ComfyUI's own sampler → add the shot to the story.
+"""Next Shot: the core's next-shot pipeline (select → condition → sample → add the shot to the
+story) with a sampler that runs ComfyUI's own sampling on the MODEL.
 
 Three routes share the selection and differ in how memory reaches the model:
 * onestory  — context tokens from the Adaptive Conditioner, injected by the block hook (paper).
@@ -17,8 +18,9 @@ from torch import Tensor
 
 from .adapter_compat import check_bundle
 from .bridge import backbone_of, check_channels
+from .core import MemorySettings, NextShotPipeline, ShotSpec, defaults
 from .hook import apply_context
-from .selection import build_context, run_selection
+from .selection import selection_inputs
 
 ROUTES = ["onestory", "storymem", "keyframe"]
 
@@ -122,10 +124,67 @@ def _sample(model, model_low, positive, negative, latent: Tensor, s: ShotSetting
                                disable_pbar=disable_pbar, seed=s.seed)
 
 
+@dataclass(frozen=True)
+class ComfySampler:
+    """The pipeline's sampler inside ComfyUI: `comfy.sample` with the MODEL patched by the context
+    (onestory route), or with the kept frames in the I2V slot (storymem / keyframe); one story per
+    request. Returns bank-space latents, as ComfyUI's sampler does."""
+
+    model: object
+    model_low: object
+    positive: list
+    negative: list
+    settings: ShotSettings
+    vae: object = None
+    start_image: Optional[Tensor] = None
+    clip_vision: object = None
+    progress: Optional[tuple] = None
+    space: str = "bank"
+
+    def __call__(self, request) -> Tensor:
+        s, positive, negative = self.settings, self.positive, self.negative
+        if request.shape[0] != 1:
+            raise ValueError(f"Next Shot samples one story at a time, got {request.shape[0]}.")
+        _, c, t, h, w = request.shape
+        story, selection = request.banks[0], request.plan.selections[0]
+        kept = list(selection.kept) if selection is not None else []
+        context = request.context.contexts[0]
+        patched, patched_low, prefix = self.model, self.model_low, 0
+        if len(context):
+            patched = apply_context(self.model, context.tokens, context.positions, s.context_in_negative)
+            if self.model_low is not None:
+                patched_low = apply_context(self.model_low, context.tokens, context.positions, s.context_in_negative)
+        if s.route in ("storymem", "keyframe") or self.start_image is not None:
+            vae = self.vae
+            concat, mask = _gray_slot(vae, s, self.start_image)
+            if s.route == "keyframe" and kept and self.start_image is None:
+                key = story.frames[kept[0]].float()                       # "c h w", bank space
+                concat[:, :, 0] = key
+                mask[:, :, :1] = 0.0
+                if self.clip_vision is not None:
+                    image = vae.decode(key[None, :, None])                 # "1 (t) H W 3"
+                    image = image.reshape(-1, *image.shape[-3:])[:1]
+                    cv = self.clip_vision.encode_image(image)
+                    positive, negative = _set(positive, {"clip_vision_output": cv}), _set(negative, {"clip_vision_output": cv})
+            if s.route == "storymem" and kept:
+                times = story.frame_times()
+                ordered = sorted(kept, key=lambda i: float(times[i]))     # memory in story order, as StoryMem
+                memory = story.frames[ordered].float().movedim(0, 1)[None]  # "1 c n h w"
+                prefix = memory.shape[2]
+                concat = torch.cat([memory, concat], dim=2)
+                mask = torch.cat([torch.zeros(1, 1, prefix, h, w), mask], dim=2)
+            values = {"concat_latent_image": concat, "concat_mask": mask}
+            positive, negative = _set(positive, values), _set(negative, values)
+        latent = torch.zeros(1, c, prefix + t, h, w)
+        samples = _sample(patched, patched_low, positive, negative, latent, s, self.progress)
+        return samples[:, :, prefix:].float().cpu()
+
+
 def generate_shot(model, positive, negative, story, adapter, caption: str, s: ShotSettings, *,
                   vae=None, model_low=None, start_image: Optional[Tensor] = None,
                   clip_vision=None, progress: Optional[tuple] = None) -> ShotOutput:
-    """One shot of the story. Inputs are never modified; the story returned is a new bank.
+    """One shot of the story through the core's next-shot pipeline. Inputs are never modified;
+    the story returned is a new bank.
 
     `progress` = (steps already done, total steps, comfy.utils.ProgressBar) reports this shot's
     sampler steps on a bar shared by several shots (Next Shots); None = the sampler's own bar.
@@ -151,42 +210,13 @@ def generate_shot(model, positive, negative, story, adapter, caption: str, s: Sh
     if needs_slot and vae is None:
         raise ValueError("Next Shot: this route / start_image needs the vae input (connect your Wan VAE).")
 
-    selection = run_selection(story, positive, adapter, s.k, s.scorer) if story.num_frames else None
-    kept = list(selection.kept) if selection is not None else []
-    patched, patched_low, tokens, prefix = model, model_low, 0, 0
-
-    if s.route == "onestory" and kept:
-        context = build_context(story, selection, adapter, s.budget)
-        tokens = len(context)
-        if tokens:
-            patched = apply_context(model, context.tokens, context.positions, s.context_in_negative)
-            if model_low is not None:
-                patched_low = apply_context(model_low, context.tokens, context.positions, s.context_in_negative)
-
-    if needs_slot:
-        concat, mask = _gray_slot(vae, s, start_image)
-        if s.route == "keyframe" and kept and start_image is None:
-            key = story.frames[kept[0]].float()                       # "c h w", bank space
-            concat[:, :, 0] = key
-            mask[:, :, :1] = 0.0
-            if clip_vision is not None:
-                image = vae.decode(key[None, :, None])                 # "1 (t) H W 3"
-                image = image.reshape(-1, *image.shape[-3:])[:1]
-                cv = clip_vision.encode_image(image)
-                positive, negative = _set(positive, {"clip_vision_output": cv}), _set(negative, {"clip_vision_output": cv})
-        if s.route == "storymem" and kept:
-            times = story.frame_times()
-            ordered = sorted(kept, key=lambda i: float(times[i]))     # memory in story order, as StoryMem
-            memory = story.frames[ordered].float().movedim(0, 1)[None]  # "1 c n h w"
-            prefix = memory.shape[2]
-            concat = torch.cat([memory, concat], dim=2)
-            mask = torch.cat([torch.zeros(1, 1, prefix, h, w), mask], dim=2)
-        values = {"concat_latent_image": concat, "concat_mask": mask}
-        positive, negative = _set(positive, values), _set(negative, values)
-
-    latent = torch.zeros(1, c, prefix + t, h, w)
-    samples = _sample(patched, patched_low, positive, negative, latent, s, progress)
-    shot = samples[:, :, prefix:].float().cpu()
-    new_story = story.add_shot(shot, caption, source="generated", seed=s.seed,
-                               selection=None if selection is None else selection.to_json())
-    return ShotOutput(shot, new_story, selection, tokens)
+    if story.num_frames:
+        scorer, text = selection_inputs(story, positive, adapter, s.scorer)
+    else:   # nothing to select: the caption features are not read (ComfyUI samples from `positive`)
+        scorer, text = defaults.SCORER, torch.zeros(1, adapter.backbone.text_dim)
+    pipeline = NextShotPipeline(adapter.conditioner, selector=adapter.selector, normalization=adapter.normalization)
+    sampler = ComfySampler(model, model_low, positive, negative, s, vae=vae, start_image=start_image,
+                           clip_vision=clip_vision, progress=progress)
+    out = pipeline([story], [ShotSpec(caption, text, s.seed)], MemorySettings(s.k, s.budget, scorer), (t, h, w),
+                   sampler, with_context=s.route == "onestory")
+    return ShotOutput(out.latents[0], out.banks[0], out.plan.selections[0], out.plan.context.counts[0])

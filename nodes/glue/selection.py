@@ -8,7 +8,7 @@ from comfy_api.latest import io, ui
 
 from . import overrides
 from .bridge import caption_tokens, check_channels, latent_rgb
-from .core import Context, select, solve_budget, tokens_per_frame
+from .core import Context, defaults, select, solve_budget, tokens_per_frame
 from .payload import memory_frames, thumbs, tier_labels
 
 SCORERS = ["auto", "learned", "sink_recent", "recency", "novelty", "uniform"]
@@ -25,15 +25,15 @@ SCORER_TOOLTIP = ("How frames are ranked. auto = learned if the adapter has a tr
 
 def resolve_scorer(scorer: str, adapter) -> str:
     if scorer == "auto":
-        return "learned" if adapter.trained else "sink_recent"
+        return "learned" if adapter.trained else defaults.SCORER
     if scorer == "learned" and not adapter.trained:
         raise ValueError("scorer 'learned' needs a trained adapter; the training-free adapter has no selector. "
                          "Pick 'auto' or a heuristic scorer, or load a trained adapter.")
     return scorer
 
 
-def run_selection(story, positive, adapter, k: int, scorer: str):
-    """Core call shared by Frame Selector and Next Shot."""
+def selection_inputs(story, positive, adapter, scorer: str):
+    """Checks shared by every selection; -> (scorer name, caption tokens "l d_t")."""
     if story.num_frames == 0:
         raise ValueError("the story is empty: there is nothing to select yet. Generate or add a first shot "
                          "(Next Shot handles an empty story by sampling without memory).")
@@ -43,6 +43,12 @@ def run_selection(story, positive, adapter, k: int, scorer: str):
     if text.shape[-1] != adapter.backbone.text_dim:
         raise ValueError(f"the positive conditioning has {text.shape[-1]}-d tokens but the MODEL expects "
                          f"{adapter.backbone.text_dim}-d (umT5-XXL for Wan); use the Wan text encoder.")
+    return name, text
+
+
+def run_selection(story, positive, adapter, k: int, scorer: str):
+    """The Frame Selector node's selection (Next Shot selects inside the core pipeline)."""
+    name, text = selection_inputs(story, positive, adapter, scorer)
     return select(story, k, name, text=text, selector=adapter.selector, normalization=adapter.normalization)
 
 

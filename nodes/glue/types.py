@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 from comfy_api.latest import io
 
-from .core import LatentNormalization
+from .core import LatentNormalization, defaults
 
 # Type names are public (they appear in saved workflows): never rename.
 Story = io.Custom("ONESTORY_STORY")            # onestory.memory.MemoryBank
@@ -30,8 +30,7 @@ class AdapterBundle:
     backbone: Any                   # nodes.bridge.Backbone
     normalization: LatentNormalization
     latent_format: Any              # the MODEL's comfy latent format (for RGB previews)
-    default_k: int = 8
-    default_budget: float = 1.0
+    default_budget: float = defaults.BUDGET   # the adapter's budget: Frame Selector's tier preview
 
     @property
     def trained(self) -> bool:

@@ -62,10 +62,10 @@ def test_adapter_file_keeps_time_gap_and_selector(tmp_path):
     cond = AdaptiveConditioner(16, cfg.dim, time_gap=2.5)
     sel = FrameSelector(16, 4096, width=32, num_queries=4, heads=2, spatial_stride=4)
     path = tmp_path / "a.safetensors"
-    OneStoryAdapter.from_modules(cond, sel, backbone=backbone.family, text_dim=4096, default_k=5).save(path)
+    OneStoryAdapter.from_modules(cond, sel, backbone=backbone.family, text_dim=4096, default_budget=2.5).save(path)
     bundle = adapter_compat.bundle_from_file("a.safetensors", path, backbone, normalization_of(model),
                                              model.get_model_object("latent_format"))
-    assert bundle.conditioner.time_gap == 2.5 and bundle.default_k == 5 and bundle.trained
+    assert bundle.conditioner.time_gap == 2.5 and bundle.default_budget == 2.5 and bundle.trained
     assert all(torch.equal(a, b) for a, b in zip(bundle.selector.state_dict().values(), sel.state_dict().values()))
     # the time gap reaches the context positions: t = -(n - j) - time_gap
     bank = MemoryBank.empty().add_shot(torch.randn(16, 2, 4, 4), "x")

@@ -152,9 +152,9 @@ def pipeline_check(story: Story, cfg: BenchConfig, steps: int = 3) -> dict:
         return module.register_forward_pre_hook(hook)
 
     handles = [counting("dit", story.model)]
-    # select() scores a bank through score_bank and build() calls forward() directly, so count
-    # those two entry points themselves
-    build, score_bank = story.conditioner.build, story.selector.score_bank
+    # select() scores a bank through score_bank and the pipeline builds the context with
+    # build_banks, which does not go through forward(), so count those two entry points themselves
+    build, score_bank = story.conditioner.build_banks, story.selector.score_bank
 
     def counted_build(*a, **kw):
         counts["conditioner"] += 1
@@ -164,7 +164,7 @@ def pipeline_check(story: Story, cfg: BenchConfig, steps: int = 3) -> dict:
         counts["selector"] += 1
         return score_bank(*a, **kw)
 
-    story.conditioner.build = counted_build
+    story.conditioner.build_banks = counted_build
     story.selector.score_bank = counted_score_bank
     gen = NextShotGenerator(story.model, story.conditioner, selector=story.selector, negative_text=story.negative)
     params = StoryParams(frames=cfg.frames, height=cfg.height, width=cfg.width, k=cfg.k, budget=1.0,
@@ -179,7 +179,7 @@ def pipeline_check(story: Story, cfg: BenchConfig, steps: int = 3) -> dict:
     finally:
         for h in handles:
             h.remove()
-        del story.conditioner.build
+        del story.conditioner.build_banks
         del story.selector.score_bank
     return {"per_shot": rows,
             "context_built_once_per_shot": all(r["conditioner_calls"] == 1 and r["selector_calls"] == 1 for r in rows),

@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from onestory.conditioner import AdaptiveConditioner, solve_budget
+from onestory.conditioner import AdaptiveConditioner
 from ..storyworld.latent import WORLD_MEAN, WORLD_STD
 from ..storyworld.world import latent_states
 from ..storyworld.text import TextEncoder, Tokenizer
@@ -69,25 +69,17 @@ class StoryModel(nn.Module):
 
     def context(self, memory: Tensor, ranked: Sequence[Sequence[int]], budget: float) -> BatchContext:
         """memory "b f c h w" (model space); ranked: per item, memory indices best first (same
-        length for all items). Tokens "b n d" and positions "b n 3" (time order per item)."""
+        length for all items). Tokens "b n d" and positions "b n 3" (time order per item), built
+        by `AdaptiveConditioner.build_batch`, the builder the next-shot pipeline uses."""
         if memory.shape[1] == 0 or all(len(r) == 0 for r in ranked):
             return BatchContext(None, None, [[] for _ in ranked], [])
-        h, w = memory.shape[-2:]
         lengths = {len(r) for r in ranked}
         if len(lengths) != 1:
             raise ValueError(f"every item needs the same number of ranked frames, got {sorted(lengths)}")
-        tiers = solve_budget(lengths.pop(), self.conditioner.kernels, h, w, budget, self.conditioner.patch)
-        toks, poss, kept = [], [], []
-        for i, r in enumerate(ranked):
-            used = list(r[:len(tiers)])
-            ctx = self.conditioner(memory[i, used], torch.tensor(used), torch.tensor(used, dtype=torch.float64),
-                                   tiers)
-            toks.append(ctx.tokens)
-            poss.append(ctx.positions)
-            kept.append(used)
-        if len({t.shape[0] for t in toks}) != 1:
+        batch = self.conditioner.build_batch([memory[i, list(r)] for i, r in enumerate(ranked)], ranked, budget)
+        if not batch.uniform:
             raise ValueError("items produced different context token counts")
-        return BatchContext(torch.stack(toks), torch.stack(poss), kept, tiers)
+        return BatchContext(batch.tokens, batch.positions, [list(u) for u in batch.used], list(batch.tiers[0]))
 
     def shot_ordinals(self, memory: Tensor) -> Tensor:
         """"b f": the shot ordinal of every frame of a story-ordered memory "b f c h w" (every

@@ -1,4 +1,5 @@
-"""Context policies: which memory frames become context tokens, ranked best first.
+"""Training's context policies: which memory frames become context tokens, ranked best first.
+(Evaluation runs the same policies as next-shot pipeline settings: `eval.generate.memory_settings`.)
 
 * ``last_frame``   the newest memory frame only (at the finest tier);
 * ``conditioner``  training-free recency ranking, top-K, adaptive tiers (conditioner only);
