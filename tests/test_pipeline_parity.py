@@ -3,8 +3,9 @@
 `tests/data/pipeline_parity.safetensors` holds the outputs of the replaced code (the standalone
 `NextShotGenerator` loop, the lab's own batched Euler + CFG loop in `generate_batch`, and
 `StoryModel.context`'s per-item builder), recorded by running that code: this file with
-ONESTORY_RECORD_PARITY=1 at commit e3e5034, where the old and the new paths ran side by side and
-were compared in full (the old code is gone since; git keeps it). The file keeps every 11th
+ONESTORY_RECORD_PARITY=1 at the commit that added onestory/pipeline.py (`git log --diff-filter=A --
+onestory/pipeline.py`), where the old and the new paths ran side by side and were compared in
+full (the old code is gone since; git keeps it). The file keeps every 11th
 element of latents and tokens (`probe`). The cases below rebuild the same tiny models from fixed
 seeds and compare.
 
