@@ -29,8 +29,8 @@ class GenParams:
     # k, budget: the bundled story-world model's training values (for_model takes the model's own)
     k: int = 4
     budget: float = 2.0
-    # measured on the bundled base (docs/results.md, "sampler"): cfg 3 lifts room and colour
-    # accuracy of shot 1 well above cfg 1; shift 1 and 3 read alike
+    # the story-world sampler: cfg 3 lifts room and colour accuracy of shot 1 well above cfg 1 on
+    # the bundled base; shift 1 and 3 read alike (docs/training.md)
     steps: int = defaults.STEPS
     shift: float = 1.0
     cfg: float = 3.0
