@@ -14,6 +14,15 @@ from onestory.metrics.interfaces import Models
 from onestory.metrics.score import ScoreOptions, score_story
 
 transformers = pytest.importorskip("transformers")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # tiny models: thread hand-off costs more than the work on shared cores (measured 16x)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 H = W = 48
 PLACES = {"P1": (0.2, 0.5, 0.9), "P2": (0.9, 0.8, 0.3)}
 PEOPLE = {"A": (0.9, 0.1, 0.1), "B": (0.1, 0.8, 0.2), "C": (0.6, 0.1, 0.9)}
@@ -78,13 +87,12 @@ def test_swapped_character_lowers_c_cons_not_e_cons(dino):
 def test_changed_place_lowers_e_cons_not_c_cons(dino):
     spec = [(["A"], "P1"), (["A"], "P1")]
     good = run(spec, dino)
-    moved = run([(["A"], "P1"), (["A"], "P1")], dino, render=None)
     st = story(spec)
     a, b = shot("P1", ["A"]), shot("P2", ["A"])
     bad = score_story([a[0], b[0]], st, Models(dino=dino), ScoreOptions(region_frames=3, crop=32),
                       person_masks=[a[1], b[1]])
     assert bad.metrics["e_cons"] < good.metrics["e_cons"] - 1e-3
-    assert bad.metrics["c_cons"] == pytest.approx(moved.metrics["c_cons"], abs=1e-6)
+    assert bad.metrics["c_cons"] == pytest.approx(good.metrics["c_cons"], abs=1e-6)
 
 
 def test_annotation_decides_which_pairs_count(dino):

@@ -114,6 +114,73 @@ def _add_data(sub) -> None:
     sub.choices["data"].set_defaults(func=run)
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from onestory.metrics.score import ScoreOptions
+
+    from .multishot.models import load_models
+
+    opts = ScoreOptions(region_frames=args.region_frames, align_frames=args.align_frames,
+                        fps=args.fps if args.fps is not None else (8.0 if args.storyworld else 16.0))
+    models = load_models(args.models)
+    for role, why in models.missing:
+        print(f"not computed: {why}", file=sys.stderr)
+    out = Path(args.out)
+    if args.storyworld:
+        from .multishot import storyworld
+
+        res = storyworld.run(out, models, per_pattern=args.storyworld, source=args.source, steps=args.steps,
+                             options=opts, heatmaps=not args.no_heatmaps)
+    else:
+        from .multishot.evaluate import evaluate, parse_runs
+
+        if not args.stories or not args.videos:
+            raise SystemExit("onestory evaluate needs --stories FILE and --videos [NAME=]DIR ... (or --storyworld N)")
+        res = evaluate(args.stories, parse_runs(args.videos), models, out=out, options=opts,
+                       heatmaps=not args.no_heatmaps)
+    print((out / "results.md").read_text())
+    print("files:", ", ".join(res["files"].values()))
+    return 0
+
+
+def _stories_from_text(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from onestory.metrics.annotation import Benchmark, parse_shot_list
+
+    from .multishot.benchmark import dumps
+
+    stories = parse_shot_list(Path(args.input).read_text(encoding="utf-8"), args.input)
+    Path(args.output).write_text(dumps(Benchmark(Path(args.input).stem, args.task, tuple(stories))), encoding="utf-8")
+    print(f"{args.output}: {len(stories)} stories")
+    return 0
+
+
+def _add_evaluate(sub) -> None:
+    ev = sub.add_parser("evaluate", help="score multi-shot videos of benchmark stories: OneStory Table 1 layout "
+                                         "(docs/evaluation.md)")
+    ev.add_argument("--stories", help="benchmark JSON (lab/onestory_lab/multishot/benchmarks/t2msv.json, ...)")
+    ev.add_argument("--videos", nargs="+", help="runs to compare: NAME=DIR (or DIR); DIR/<story id>/shot_01/ ...")
+    ev.add_argument("--models", help="folder with the metric models (docs/evaluation.md lists the names)")
+    ev.add_argument("--out", required=True, help="output directory: results.md, results.json, metrics.png, heatmaps/")
+    ev.add_argument("--fps", type=float, default=None, help="frame rate when a story has no meta.json (default 16)")
+    ev.add_argument("--region-frames", type=int, default=4, help="frames per shot for C-Cons / E-Cons (default 4)")
+    ev.add_argument("--align-frames", type=int, default=8, help="frames per shot for S-Align (default 8)")
+    ev.add_argument("--no-heatmaps", action="store_true", help="skip the per-story similarity heatmaps")
+    ev.add_argument("--storyworld", type=int, default=0, metavar="N",
+                    help="instead of --stories/--videos: N story-world stories per pattern through the same path, "
+                         "with the exact read-back beside")
+    ev.add_argument("--source", default="truth", help="story world frames: truth (renders) or bundled (generated)")
+    ev.add_argument("--steps", type=int, default=None, help="story world, --source bundled: Euler steps (default 20)")
+    ev.set_defaults(func=_evaluate)
+    conv = sub.add_parser("stories-from-text", help="convert a plain shot list to a benchmark JSON (docs/evaluation.md)")
+    conv.add_argument("input")
+    conv.add_argument("output")
+    conv.add_argument("--task", default="t2msv", choices=("t2msv", "i2msv"))
+    conv.set_defaults(func=_stories_from_text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onestory", description="OneStory: multi-shot video with adaptive memory.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -140,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_eval(sub)
     _add_data(sub)
+    _add_evaluate(sub)
     return parser
 
 
