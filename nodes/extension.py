@@ -9,10 +9,11 @@ from .next_shot_nodes import NextShot, NextShots
 from .preview_nodes import PreviewMemory
 from .select_nodes import AdaptiveConditioner, ApplyContext, FrameSelector
 from .story_nodes import AddShot, DecodeStory, EditMemory, NewStory, StoryToLatent
+from .story_score_nodes import EvalModelLoader, StoryScore
 
 NODES: list[type[io.ComfyNode]] = [
     AdapterLoader, NewStory, AddShot, EditMemory, FrameSelector, AdaptiveConditioner, ApplyContext,
-    NextShot, NextShots, SaveStory, LoadStory, PreviewMemory, StoryToLatent, DecodeStory,
+    NextShot, NextShots, SaveStory, LoadStory, PreviewMemory, StoryToLatent, DecodeStory, EvalModelLoader, StoryScore,
 ]
 
 

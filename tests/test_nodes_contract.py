@@ -59,7 +59,8 @@ def _install_stubs() -> None:
                                                    randomize="randomize"),
         **{n: _type(t) for n, t in {"Int": "INT", "Float": "FLOAT", "String": "STRING", "Boolean": "BOOLEAN",
                                    "Combo": "COMBO", "Model": "MODEL", "Latent": "LATENT", "Conditioning": "CONDITIONING",
-                                   "Image": "IMAGE", "Vae": "VAE", "ClipVision": "CLIP_VISION"}.items()})
+                                   "Image": "IMAGE", "Vae": "VAE", "ClipVision": "CLIP_VISION",
+                                   "Mask": "MASK"}.items()})
     latest = types.ModuleType("comfy_api.latest")
     latest.io, latest.ui, latest._onestory_stub = io, types.SimpleNamespace(), True
     latest.ComfyExtension = type("ComfyExtension", (), {})

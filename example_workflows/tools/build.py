@@ -36,6 +36,8 @@ WIDGETS = {
     "OneStoryNextShots": NEXT, "OneStorySaveStory": ["name"], "OneStoryLoadStory": ["name"],
     "OneStoryPreviewMemory": ["columns", "memory_overrides"],
     "OneStoryStoryToLatent": ["include_reference", "shot"], "OneStoryDecodeStory": ["include_reference"],
+    "OneStoryEvalModelLoader": ["model_name", "person_threshold"],
+    "OneStoryStoryScore": ["story_annotation", "shot_lengths", "fps"],
 }
 SEED_WIDGETS = {("KSampler", "seed"), ("OneStoryNextShot", "seed"), ("OneStoryNextShots", "seed")}
 OUTPUTS = {
@@ -49,6 +51,7 @@ OUTPUTS = {
     "OneStoryApplyContext": ["MODEL", "MODEL"], "OneStoryNextShot": ["LATENT", "ONESTORY_STORY", "ONESTORY_SELECTION"],
     "OneStoryNextShots": ["LATENT", "ONESTORY_STORY"], "OneStorySaveStory": [], "OneStoryLoadStory": ["ONESTORY_STORY"],
     "OneStoryPreviewMemory": ["IMAGE"], "OneStoryStoryToLatent": ["LATENT"], "OneStoryDecodeStory": ["IMAGE", "STRING"],
+    "OneStoryEvalModelLoader": ["ONESTORY_EVAL_MODEL"], "OneStoryStoryScore": ["STRING"] + ["FLOAT"] * 9 + ["IMAGE"],
 }
 API_SKIP = {("LoadImage", "upload")}   # frontend-only widget
 
@@ -257,10 +260,33 @@ def training_free() -> Graph:
     return g
 
 
+def story_score() -> Graph:
+    g = Graph("Score a four-shot story: C-Cons / E-Cons / S-Align / VBench (Story Score)")
+    ids = loaders(g, "wan2.1_t2v_1.3B_fp16.safetensors")
+    story = g.add("OneStoryNewStory", {"reference_caption": "reference", "latent_width": 104, "latent_height": 60}, row=6)
+    last = chain(g, ids, (story, 0), CAFE[:4], 7000)
+    lat = g.add("OneStoryStoryToLatent", {"include_reference": False}, {"story": last}, col=5, row=0)
+    img = g.add("VAEDecode", {}, {"samples": (lat, 0), "vae": (ids["vae"], 0)}, col=5, row=1)
+    dino = g.add("OneStoryEvalModelLoader", {"model_name": "dinov2-base", "person_threshold": 0.5}, col=5, row=2)
+    persons = g.add("OneStoryEvalModelLoader", {"model_name": "rtdetr_r50vd", "person_threshold": 0.5}, col=5, row=3)
+    text = g.add("OneStoryEvalModelLoader", {"model_name": "siglip-base-patch16-224", "person_threshold": 0.5},
+                 col=5, row=4)
+    vision = g.add("CLIPVisionLoader", {"clip_name": "clip_vision_vit_l14.safetensors"}, col=5, row=5)
+    head = g.add("OneStoryEvalModelLoader", {"model_name": "sa_0_4_vit_l_14_linear.safetensors",
+                                             "person_threshold": 0.5}, col=5, row=6)
+    # the cafe story: the woman (A) in shots 1, 2, 4; the barista (B) in shot 3; all in the cafe
+    g.add("OneStoryStoryScore", {"story_annotation": "[A @cafe]\n[A @cafe]\n[B @cafe]\n[A @cafe]\n",
+                                 "shot_lengths": "", "fps": 16.0},
+          {"images": (img, 0), "dino": (dino, 0), "story": last, "persons": (persons, 0), "text": (text, 0),
+           "clip_vision": (vision, 0), "aesthetic": (head, 0)}, col=6, row=1)
+    return g
+
+
 WORKFLOWS = {
     "onestory_wan21_i2v_story": i2v_story, "onestory_wan21_t2v_story": t2v_story,
     "onestory_keyframe_swap": keyframe_swap, "onestory_caption_list": caption_list,
     "onestory_storymem_wan22_a14b": storymem_a14b, "onestory_training_free": training_free,
+    "onestory_story_score": story_score,
 }
 
 

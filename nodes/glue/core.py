@@ -37,3 +37,10 @@ _pipeline = _core("pipeline")
 MemorySettings = _pipeline.MemorySettings
 NextShotPipeline = _pipeline.NextShotPipeline
 ShotSpec = _pipeline.ShotSpec
+
+# multi-shot story metrics (torch-only modules; the loaders take transformers from the caller)
+metric_annotation = _core("metrics.annotation")
+metric_encoders = _core("metrics.encoders")
+metric_frames = _core("metrics.frames")
+metric_interfaces = _core("metrics.interfaces")
+metric_score = _core("metrics.score")

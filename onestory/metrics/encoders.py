@@ -32,6 +32,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # what to get for each role (named in errors and docs/evaluation.md)
 WHERE = {
     "dino": "a DINOv2 transformers folder or model.safetensors (e.g. facebook/dinov2-base)",
+    "subject": "a DINO ViT-B/16 transformers folder (VBench subject consistency: facebook/dino-vitb16)",
     "clip": "a CLIP transformers folder (VBench background consistency: openai/clip-vit-base-patch32)",
     "aesthetic_clip": "a CLIP ViT-L/14 transformers folder (openai/clip-vit-large-patch14)",
     "aesthetic": "the LAION aesthetic head sa_0_4_vit_l_14_linear converted to .safetensors",
@@ -77,7 +78,8 @@ def _preprocessor(folder: Path, default_mean, default_std) -> tuple[tuple, tuple
 
 
 class DinoEncoder:
-    """DINOv2 image embedding: the CLS token after the final layer norm (pooler_output)."""
+    """DINO / DINOv2 image embedding: the CLS token after the final layer norm (Dinov2Model's
+    pooler_output; ViTModel's pooler is an extra dense layer, so the CLS row is read directly)."""
 
     def __init__(self, model, name: str, size: int = 224):
         self.model, self.name, self.size = model.eval(), name, size
@@ -85,7 +87,7 @@ class DinoEncoder:
     @torch.no_grad()
     def __call__(self, images: Tensor) -> Tensor:
         x = _prep(images, self.size, IMAGENET_MEAN, IMAGENET_STD)
-        return self.model(pixel_values=x.to(self.model.dtype)).pooler_output.float()
+        return self.model(pixel_values=x.to(self.model.dtype)).last_hidden_state[:, 0].float()
 
 
 def _dinov2_config_from_state(state: dict, transformers):
@@ -102,9 +104,9 @@ def _dinov2_config_from_state(state: dict, transformers):
                                      image_size=grid * patch)
 
 
-def load_dinov2(path: str | Path, size: int = 224) -> DinoEncoder:
-    """A DINOv2 transformers folder or a single transformers-style .safetensors."""
-    p = _need(Path(path), "dino")
+def load_dinov2(path: str | Path, size: int = 224, role: str = "dino") -> DinoEncoder:
+    """A DINOv2 (or DINO ViT) transformers folder, or a single DINOv2 transformers-style .safetensors."""
+    p = _need(Path(path), role)
     tf = _transformers("dino")
     if p.is_dir():
         try:
@@ -186,18 +188,31 @@ class LaionAesthetic:
         return (e @ self.weight.T + self.bias)[:, 0]
 
 
-def load_aesthetic(head: str | Path, clip_l14: str | Path) -> LaionAesthetic:
+def load_aesthetic_head(head: str | Path) -> tuple[Tensor, Tensor]:
+    """The LAION head's (weight "1 d", bias "1") from a .safetensors."""
     from safetensors.torch import load_file
     h = _need(Path(head), "aesthetic")
-    clip = load_image_text(clip_l14, role="aesthetic_clip")
     state = load_file(str(h))
     w = state.get("weight", state.get("linear.weight"))
     b = state.get("bias", state.get("linear.bias"))
-    d = clip.encode_images(torch.zeros(1, 3, 8, 8)).shape[-1]
-    if w is None or b is None or tuple(w.shape) != (1, d):
-        raise MissingModel(f"aesthetic: {h} must hold 'weight' (1, {d}) and 'bias' (1) matching the CLIP "
-                           f"model's {d}-dim embedding; got {({k: tuple(v.shape) for k, v in state.items()})}")
-    return LaionAesthetic(clip, w, b, f"laion-aesthetic[{clip.name}]")
+    if w is None or b is None or w.ndim != 2 or w.shape[0] != 1 or b.numel() != 1:
+        raise MissingModel(f"aesthetic: {h} must hold 'weight' (1, d) and 'bias' (1); got "
+                           f"{({k: tuple(v.shape) for k, v in state.items()})}")
+    return w, b.reshape(1)
+
+
+def aesthetic_on(clip, weight: Tensor, bias: Tensor, name: str = "") -> LaionAesthetic:
+    """The head on any image tower with `encode_images` (checks the embedding width)."""
+    d = clip.encode_images(torch.zeros(1, 3, 32, 32)).shape[-1]
+    if weight.shape[1] != d:
+        raise MissingModel(f"aesthetic: the head takes {weight.shape[1]}-dim embeddings but {clip.name} gives {d}; "
+                           "the LAION head needs CLIP ViT-L/14 (768)")
+    return LaionAesthetic(clip, weight, bias, name or f"laion-aesthetic[{clip.name}]")
+
+
+def load_aesthetic(head: str | Path, clip_l14: str | Path) -> LaionAesthetic:
+    w, b = load_aesthetic_head(head)
+    return aesthetic_on(load_image_text(clip_l14, role="aesthetic_clip"), w, b)
 
 
 class DetectorPersons:
