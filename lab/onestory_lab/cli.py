@@ -181,6 +181,34 @@ def _add_evaluate(sub) -> None:
     conv.set_defaults(func=_stories_from_text)
 
 
+def _bench_stories(args: argparse.Namespace) -> int:
+    from .multishot.bench_stories import bench_stories
+
+    res = bench_stories(args.workflow, [u for u in args.servers.split(",") if u], args.out, args.stories,
+                        seed=args.seed, limit=args.limit, timeout=args.timeout, retry=args.retry,
+                        attempts=args.attempts, give_up=args.give_up)
+    print(f"{res['done']}/{res['total']} stories in {args.out}; failed: {sorted(res['failed']) or 'none'}; "
+          f"not run: {len(res['remaining'])}")
+    return 0 if res["done"] == res["total"] else 1
+
+
+def _add_bench_stories(sub) -> None:
+    from .multishot.benchmark import path
+
+    b = sub.add_parser("bench-stories", help="run every benchmark story on ComfyUI servers (docs/evaluation.md)")
+    b.add_argument("--workflow", required=True, help="API-format workflow with {{shotN}} / {{captions}} placeholders")
+    b.add_argument("--servers", required=True, help="comma-separated ComfyUI URLs, e.g. http://127.0.0.1:8188")
+    b.add_argument("--out", required=True, help="output directory (resumable)")
+    b.add_argument("--stories", default=str(path("t2msv")), help="benchmark JSON (default: the T2MSV benchmark)")
+    b.add_argument("--seed", type=int, default=0, help="seed of story 0 for '{{seed}}' inputs (story i: seed + i)")
+    b.add_argument("--limit", type=int, default=0, help="only the first N stories (default all)")
+    b.add_argument("--timeout", type=float, default=3600, help="seconds one story may take (default 3600)")
+    b.add_argument("--retry", type=float, default=5, help="seconds between retries of a dropped server (default 5)")
+    b.add_argument("--attempts", type=int, default=2, help="runs of a story whose prompt fails (default 2)")
+    b.add_argument("--give-up", type=float, default=600, help="stop when no server progresses this long (default 600)")
+    b.set_defaults(func=_bench_stories)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onestory", description="OneStory: multi-shot video with adaptive memory.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -208,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_data(sub)
     _add_evaluate(sub)
+    _add_bench_stories(sub)
     return parser
 
 
