@@ -265,20 +265,20 @@ def story_score() -> Graph:
     ids = loaders(g, "wan2.1_t2v_1.3B_fp16.safetensors")
     story = g.add("OneStoryNewStory", {"reference_caption": "reference", "latent_width": 104, "latent_height": 60}, row=6)
     last = chain(g, ids, (story, 0), CAFE[:4], 7000)
-    lat = g.add("OneStoryStoryToLatent", {"include_reference": False}, {"story": last}, col=5, row=0)
-    img = g.add("VAEDecode", {}, {"samples": (lat, 0), "vae": (ids["vae"], 0)}, col=5, row=1)
-    dino = g.add("OneStoryEvalModelLoader", {"model_name": "dinov2-base", "person_threshold": 0.5}, col=5, row=2)
-    persons = g.add("OneStoryEvalModelLoader", {"model_name": "rtdetr_r50vd", "person_threshold": 0.5}, col=5, row=3)
+    finish(g, ids, last, "story_score", 5)
+    img = max(n["id"] for n in g.nodes if n["type"] == "VAEDecode")     # the whole story's frames
+    dino = g.add("OneStoryEvalModelLoader", {"model_name": "dinov2-base", "person_threshold": 0.5}, col=6, row=2)
+    persons = g.add("OneStoryEvalModelLoader", {"model_name": "rtdetr_r50vd", "person_threshold": 0.5}, col=6, row=3)
     text = g.add("OneStoryEvalModelLoader", {"model_name": "siglip-base-patch16-224", "person_threshold": 0.5},
-                 col=5, row=4)
-    vision = g.add("CLIPVisionLoader", {"clip_name": "clip_vision_vit_l14.safetensors"}, col=5, row=5)
+                 col=6, row=4)
+    vision = g.add("CLIPVisionLoader", {"clip_name": "clip_vision_vit_l14.safetensors"}, col=6, row=5)
     head = g.add("OneStoryEvalModelLoader", {"model_name": "sa_0_4_vit_l_14_linear.safetensors",
-                                             "person_threshold": 0.5}, col=5, row=6)
+                                             "person_threshold": 0.5}, col=6, row=6)
     # the cafe story: the woman (A) in shots 1, 2, 4; the barista (B) in shot 3; all in the cafe
     g.add("OneStoryStoryScore", {"story_annotation": "[A @cafe]\n[A @cafe]\n[B @cafe]\n[A @cafe]\n",
                                  "shot_lengths": "", "fps": 16.0},
           {"images": (img, 0), "dino": (dino, 0), "story": last, "persons": (persons, 0), "text": (text, 0),
-           "clip_vision": (vision, 0), "aesthetic": (head, 0)}, col=6, row=1)
+           "clip_vision": (vision, 0), "aesthetic": (head, 0)}, col=7, row=1)
     return g
 
 

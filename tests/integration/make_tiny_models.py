@@ -85,6 +85,37 @@ def main() -> None:
                  temperal_downsample=[False, True, True], image_channels=3, conv_out_channels=3, dropout=0.0)
     seeded_init(vae, 3)
     write(vae, os.path.join(a.out, "vae", "onestory_tiny_wan21_vae.safetensors"))
+    eval_models(os.path.join(a.out, "onestory_eval"))
+
+
+def eval_models(root: str) -> None:
+    """Tiny random metric models for Story Score (transformers folders, as users have them)."""
+    import transformers
+    from safetensors.torch import save_file
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    torch.manual_seed(0)
+    transformers.Dinov2Model(transformers.Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                                       mlp_ratio=2, patch_size=8, image_size=32)
+                             ).save_pretrained(os.path.join(root, "onestory_tiny_dinov2"))
+    tc = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, vocab_size=64,
+              max_position_embeddings=32, bos_token_id=0, pad_token_id=1, eos_token_id=2)
+    vc = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=32,
+              patch_size=8)
+    clip = os.path.join(root, "onestory_tiny_clip")
+    transformers.CLIPModel(transformers.CLIPConfig(text_config=tc, vision_config=vc, projection_dim=16)).save_pretrained(clip)
+    words = ["[BOS]", "[PAD]", "[EOS]", "[UNK]"] + "a the woman man in red coat cafe coffee barista".split()
+    tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    transformers.PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]", pad_token="[PAD]").save_pretrained(clip)
+    det = os.path.join(root, "onestory_tiny_detector")
+    transformers.YolosForObjectDetection(transformers.YolosConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=[32, 32],
+        patch_size=8, num_detection_tokens=5, id2label={0: "N/A", 1: "person"}, label2id={"N/A": 0, "person": 1})
+    ).save_pretrained(det)
+    transformers.YolosImageProcessor(size={"shortest_edge": 32, "longest_edge": 32}).save_pretrained(det)
+    save_file({"weight": torch.randn(1, 16), "bias": torch.zeros(1)}, os.path.join(root, "onestory_tiny_aesthetic.safetensors"))
+    print(f"{root}: tiny DINOv2, CLIP, YOLOS person detector, aesthetic head")
 
 
 if __name__ == "__main__":

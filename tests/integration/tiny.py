@@ -10,6 +10,10 @@ from __future__ import annotations
 import copy
 
 TINY = {"width": 64, "height": 64, "length": 5, "steps": 2}
+# Story Score's models -> the tiny ones make_tiny_models.py writes to models/onestory_eval
+EVAL = {"dinov2-base": "onestory_tiny_dinov2", "rtdetr_r50vd": "onestory_tiny_detector",
+        "siglip-base-patch16-224": "onestory_tiny_clip", "sa_0_4_vit_l_14_linear.safetensors":
+        "onestory_tiny_aesthetic.safetensors"}
 LATENT = {"latent_width": 8, "latent_height": 8}
 
 
@@ -24,6 +28,9 @@ def tinyfy(api: dict) -> dict:
             inputs["vae_name"] = "onestory_tiny_wan21_vae.safetensors"
         elif t in ("CLIPLoader", "CLIPVisionLoader"):
             del wf[nid]
+        elif t == "OneStoryEvalModelLoader":
+            inputs["model_name"] = EVAL[inputs["model_name"]]
+            inputs["person_threshold"] = 0.0
         elif t == "CLIPTextEncode":
             node["class_type"] = "OneStoryTestTextEncode"
             inputs.pop("clip")
@@ -35,6 +42,6 @@ def tinyfy(api: dict) -> dict:
                 inputs[k] = v
         if t == "OneStoryNewStory":
             inputs.update(LATENT)
-        if t in ("OneStoryNextShot", "OneStoryNextShots"):
+        if t in ("OneStoryNextShot", "OneStoryNextShots", "OneStoryStoryScore"):
             inputs.pop("clip_vision", None)
     return wf

@@ -223,20 +223,29 @@ def run_story(server: Server, story: StoryAnnotation, prompt: dict, out: Path, t
 def worker(server: Server, todo: "queue.Queue", prompts: dict, stories: dict, out: Path, prog: Progress,
            attempts: dict, max_attempts: int, timeout: float, retry: float, stop: threading.Event,
            inflight: list) -> None:
+    down = False
     while not stop.is_set():
+        with prog.lock:
+            if inflight[0] == 0 and todo.empty():
+                return
         if not server.alive():
-            prog.report(f"{server.url} is not answering; retrying in {retry:.0f} s")
+            if not down:
+                prog.report(f"{server.url} is not answering; retrying every {retry:g} s")
+            down = True
             stop.wait(retry)
             continue
-        try:
-            sid = todo.get(timeout=0.5)
-        except queue.Empty:
-            with prog.lock:
-                if inflight[0] == 0 and todo.empty():
-                    return
+        if down:
+            prog.report(f"{server.url} answers again")
+            down = False
+        with prog.lock:   # taking a story and counting it in flight is one step: no worker sees neither
+            try:
+                sid = todo.get_nowait()
+                inflight[0] += 1
+            except queue.Empty:
+                sid = None
+        if sid is None:
+            stop.wait(0.5)
             continue
-        with prog.lock:
-            inflight[0] += 1
         try:
             info = run_story(server, stories[sid], prompts[sid], out, timeout)
             with prog.lock:
