@@ -255,12 +255,12 @@ def test_loaders_read_local_folders_and_single_safetensors(tmp_path):
     m.save_pretrained(tmp_path / "dino")
     save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(tmp_path / "dino.safetensors"))
     x = torch.rand(2, 3, 40, 50)
-    a = encoders.load_dinov2(tmp_path / "dino")(x)
-    b = encoders.load_dinov2(tmp_path / "dino.safetensors")(x)
+    a = encoders.load_dinov2(tmp_path / "dino", transformers)(x)
+    b = encoders.load_dinov2(tmp_path / "dino.safetensors", transformers)(x)
     assert torch.allclose(a, b, atol=1e-5)
     with pytest.raises(encoders.MissingModel, match="nowhere.safetensors does not exist; get a DINOv2"):
-        encoders.load_dinov2(tmp_path / "nowhere.safetensors")
-    model, why = encoders.optional(encoders.load_image_text, tmp_path / "no-clip")
+        encoders.load_dinov2(tmp_path / "nowhere.safetensors", transformers)
+    model, why = encoders.optional(encoders.load_image_text, tmp_path / "no-clip", transformers)
     assert model is None and "no-clip does not exist" in why
 
 
@@ -272,6 +272,6 @@ def test_person_detector_loader_plumbing(tmp_path):
                                    id2label={0: "N/A", 1: "person"}, label2id={"N/A": 0, "person": 1})
     transformers.YolosForObjectDetection(cfg).save_pretrained(tmp_path / "det")
     transformers.YolosImageProcessor(size={"shortest_edge": 32, "longest_edge": 32}).save_pretrained(tmp_path / "det")
-    det = encoders.load_person_detector(tmp_path / "det", threshold=0.0)
+    det = encoders.load_person_detector(tmp_path / "det", transformers, threshold=0.0)
     out = det(torch.rand(2, 3, 24, 40))
     assert len(out) == 2 and all(m.dtype == torch.bool and m.shape[-2:] == (24, 40) for m in out)

@@ -103,13 +103,24 @@ def detect_kind(path: Path) -> str:
                                        f"(first keys: {sorted(keys)[:4]})")
 
 
+def _raft_large():
+    try:
+        from torchvision.models.optical_flow import raft_large
+    except Exception as e:   # absent, or built for another torch
+        raise metric_encoders.MissingModel(f"flow: torchvision's RAFT cannot be imported ({type(e).__name__}: {e})") from None
+    return raft_large
+
+
 def load_eval_model(name: str, person_threshold: float = 0.5) -> EvalModel:
+    import transformers   # a ComfyUI requirement
+
     path = resolve(name)
     kind = detect_kind(path)
-    enc = metric_encoders
-    model = {"dino": lambda: enc.load_dinov2(path), "text": lambda: enc.load_image_text(path),
-             "persons": lambda: enc.load_person_detector(path, person_threshold),
-             "aesthetic": lambda: enc.load_aesthetic_head(path), "flow": lambda: enc.load_raft(path)}[kind]()
+    enc, tf = metric_encoders, transformers
+    model = {"dino": lambda: enc.load_dinov2(path, tf), "text": lambda: enc.load_image_text(path, tf),
+             "persons": lambda: enc.load_person_detector(path, tf, person_threshold),
+             "aesthetic": lambda: enc.load_aesthetic_head(path),
+             "flow": lambda: enc.load_raft(path, _raft_large())}[kind]()
     return EvalModel(kind, Path(name).name, model)
 
 

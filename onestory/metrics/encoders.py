@@ -1,5 +1,9 @@
 """Loaders of the metric models from LOCAL files (nothing is downloaded).
 
+The core never imports transformers or torchvision: the caller passes the library in (`tf`: the
+transformers module; `build_raft`: torchvision's `raft_large`), so the lab and the ComfyUI glue share
+one loader each and only they depend on those packages.
+
 Formats users have:
 * a transformers folder (config.json + model.safetensors [+ tokenizer / preprocessor files]), as
   saved by `save_pretrained` or copied from a model page;
@@ -8,8 +12,7 @@ Formats users have:
 * the LAION aesthetic head as `.safetensors` with `weight` "1 768" and `bias` "1";
 * RAFT as `.safetensors` of torchvision's `raft_large` state dict (torchvision needed).
 
-transformers / torchvision are imported inside the functions. Every failure raises
-`MissingModel` naming the file to get and where to put it.
+Every failure raises `MissingModel` naming the file to get and where to put it.
 """
 from __future__ import annotations
 
@@ -50,15 +53,6 @@ def _need(path: Path, role: str) -> Path:
     if not path.exists():
         raise MissingModel(f"{role}: {path} does not exist; get {WHERE.get(role, role)} and put it there")
     return path
-
-
-def _transformers(role: str):
-    try:
-        import transformers
-    except ImportError:
-        raise MissingModel(f"{role}: loading it needs the transformers package (pip install transformers; "
-                           "in the lab: pip install 'onestory-lab[eval]')") from None
-    return transformers
 
 
 def _prep(images: Tensor, size: int | tuple[int, int], mean, std) -> Tensor:
@@ -104,10 +98,9 @@ def _dinov2_config_from_state(state: dict, transformers):
                                      image_size=grid * patch)
 
 
-def load_dinov2(path: str | Path, size: int = 224, role: str = "dino") -> DinoEncoder:
+def load_dinov2(path: str | Path, tf, size: int = 224, role: str = "dino") -> DinoEncoder:
     """A DINOv2 (or DINO ViT) transformers folder, or a single DINOv2 transformers-style .safetensors."""
     p = _need(Path(path), role)
-    tf = _transformers("dino")
     if p.is_dir():
         try:
             model = tf.AutoModel.from_pretrained(str(p), local_files_only=True)
@@ -155,9 +148,8 @@ class ImageText:
         return (out.pooler_output if hasattr(out, "pooler_output") else out).float()
 
 
-def load_image_text(path: str | Path, role: str = "text") -> ImageText:
+def load_image_text(path: str | Path, tf, role: str = "text") -> ImageText:
     p = _need(Path(path), role)
-    tf = _transformers(role)
     if not p.is_dir():
         raise MissingModel(f"{role}: {p} is a file; CLIP / SigLIP load from a transformers folder "
                            "(config.json + model.safetensors + tokenizer files)")
@@ -210,9 +202,9 @@ def aesthetic_on(clip, weight: Tensor, bias: Tensor, name: str = "") -> LaionAes
     return LaionAesthetic(clip, weight, bias, name or f"laion-aesthetic[{clip.name}]")
 
 
-def load_aesthetic(head: str | Path, clip_l14: str | Path) -> LaionAesthetic:
+def load_aesthetic(head: str | Path, clip_l14: str | Path, tf) -> LaionAesthetic:
     w, b = load_aesthetic_head(head)
-    return aesthetic_on(load_image_text(clip_l14, role="aesthetic_clip"), w, b)
+    return aesthetic_on(load_image_text(clip_l14, tf, role="aesthetic_clip"), w, b)
 
 
 class DetectorPersons:
@@ -242,9 +234,8 @@ class DetectorPersons:
         return masks
 
 
-def load_person_detector(path: str | Path, threshold: float = 0.5) -> DetectorPersons:
+def load_person_detector(path: str | Path, tf, threshold: float = 0.5) -> DetectorPersons:
     p = _need(Path(path), "persons")
-    tf = _transformers("persons")
     try:
         model = tf.AutoModelForObjectDetection.from_pretrained(str(p), local_files_only=True)
         processor = tf.AutoImageProcessor.from_pretrained(str(p), local_files_only=True)
@@ -273,19 +264,15 @@ class TorchvisionRaft:
         return flow[..., pad[2]:pad[2] + h, pad[0]:pad[0] + w]
 
 
-def load_raft(path: str | Path, small: bool = False) -> TorchvisionRaft:
+def load_raft(path: str | Path, build_raft) -> TorchvisionRaft:
+    """`build_raft`: torchvision.models.optical_flow.raft_large (called with weights=None)."""
     p = _need(Path(path), "flow")
-    try:
-        from torchvision.models.optical_flow import raft_large, raft_small
-    except Exception as e:   # absent, or built for another torch (its C ops fail to register)
-        raise MissingModel(f"flow: torchvision's RAFT cannot be imported here ({type(e).__name__}: {e}); "
-                           "install the torchvision that matches your torch, or pass any FlowModel") from None
     from safetensors.torch import load_file
-    model = (raft_small if small else raft_large)(weights=None)
+    model = build_raft(weights=None)
     try:
         model.load_state_dict(load_file(str(p)))
     except RuntimeError as e:
-        raise MissingModel(f"flow: {p} is not a torchvision raft_{'small' if small else 'large'} state dict ({e})") from None
+        raise MissingModel(f"flow: {p} is not a torchvision raft_large state dict ({e})") from None
     return TorchvisionRaft(model, p.stem)
 
 

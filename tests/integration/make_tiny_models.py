@@ -90,6 +90,7 @@ def main() -> None:
 
 def eval_models(root: str) -> None:
     """Tiny random metric models for Story Score (transformers folders, as users have them)."""
+    import torch
     import transformers
     from safetensors.torch import save_file
     from tokenizers import Tokenizer, models, pre_tokenizers

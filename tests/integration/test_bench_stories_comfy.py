@@ -39,7 +39,7 @@ def two_servers(tmp_path):
     models = tmp_path / "models"
     models.mkdir()
     subprocess.run([sys.executable, str(HERE / "make_tiny_models.py"), "--comfy", COMFY, "--out", str(models)],
-                   check=True, cwd=COMFY)
+                   check=True, cwd=COMFY, env=dict(os.environ, PYTHONPATH=COMFY))
     procs, urls = [], []
     for name in ("a", "b"):
         base = tmp_path / name
@@ -73,8 +73,7 @@ def two_servers(tmp_path):
 
 
 def _workflow() -> dict:
-    sys.path.insert(0, str(HERE))
-    from tiny import tinyfy
+    from tiny import tinyfy   # tests/integration is on sys.path as the conftest's folder (pytest)
     wf = tinyfy(json.loads((ROOT / "example_workflows" / "api" / "onestory_wan21_t2v_story.json").read_text()))
     shots = sorted((k for k, v in wf.items() if v["class_type"] == "OneStoryNextShot"), key=int)
     for k in shots[SHOTS:]:                          # keep SHOTS shots; drop the whole-story outputs
