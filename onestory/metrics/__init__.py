@@ -2,8 +2,8 @@
 
 Pure functions from frames + a story annotation to numbers. Frames are float "t 3 h w" in
 [0, 1]; models enter through the small callable interfaces in `interfaces.py`, so the same code
-scores a story in the lab (models loaded with transformers from local folders, `encoders.py`)
-and inside ComfyUI (the pack's loader nodes and ComfyUI's CLIP_VISION).
+scores a story in the lab (`onestory_lab.multishot.models`) and inside ComfyUI (the pack's
+Eval Model Loader node and ComfyUI's CLIP_VISION); both load through `encoders.py`.
 
 Modules (one metric family each):
   annotation  the benchmark / story annotation format (which shots share a character or place)
@@ -13,7 +13,8 @@ Modules (one metric family each):
   intra_shot  VBench subject / background consistency, aesthetic quality, dynamic degree
   stats       mean and 95 % confidence interval over stories
   score       one story: every metric whose model is available, with the reason for the rest
-  encoders    loaders of local model files (transformers / torchvision imported lazily)
+  encoders    loaders of local model files; the caller passes transformers / torchvision in
 
-Nothing here imports transformers or torchvision at module level.
+Nothing here imports transformers or torchvision: the core depends on torch, einops and
+safetensors only.
 """
