@@ -52,15 +52,14 @@ class StoryScore(io.ComfyNode):
                         "them), S-Align per shot, VBench subject / background consistency, aesthetic quality and "
                         "dynamic degree. Metrics whose model is not connected are NaN and named in the JSON.",
             inputs=[
-                io.Image.Input("images", tooltip="All frames of the story in order (e.g. VAE Decode of Story To "
-                                                 "Latent)."),
+                io.Image.Input("images", tooltip="All frames of the story in order (e.g. Decode Story's images)."),
                 io.String.Input("story_annotation", multiline=True, default="[A @P1] \n[A @P1] \n", tooltip=
                                 "Which characters and place each shot shows, one line per shot: '[A,B @P1] caption'. "
                                 "Without a caption the connected story's caption is used. A story JSON "
                                 "(docs/evaluation.md) works too."),
                 io.String.Input("shot_lengths", default="", tooltip=
-                                "Frames per shot, comma-separated (e.g. '33,32,32'). Empty: from the connected story, "
-                                "else an even split."),
+                                "Frames per shot, comma-separated (e.g. '33,33,33'; Decode Story's frame_counts). "
+                                "Empty: from the connected story, else an even split."),
                 io.Float.Input("fps", default=16.0, min=1.0, max=120.0, step=1.0, tooltip=
                                "Frame rate of the images (dynamic degree looks at ~8 fps)."),
                 EvalModel.Input("dino", tooltip="DINOv2 from OneStory Eval Model Loader (C-Cons, E-Cons, subject "
@@ -92,7 +91,7 @@ class StoryScore(io.ComfyNode):
         captions = None
         lengths_text = shot_lengths
         if story is not None:
-            lengths, captions = glue.story_shots(story)
+            lengths, captions = glue.story_shots(story, images.shape[0])
             if not shot_lengths.strip():
                 lengths_text = ",".join(map(str, lengths))
         annotation = glue.parse_annotation(story_annotation, captions)

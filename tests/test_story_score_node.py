@@ -87,7 +87,10 @@ def test_story_gives_shot_lengths_and_captions(pack):  # noqa: F811
     g = glue()
     from onestory.memory import MemoryBank
     bank = MemoryBank.empty().add_shot(torch.zeros(16, 3, 4, 4), "first caption").add_shot(torch.zeros(16, 2, 4, 4), "second")
-    lengths, captions = g.story_shots(bank)
-    assert lengths == [9, 8] and captions == ["first caption", "second"]
+    lengths, captions = g.story_shots(bank, 9 + 5)       # Decode Story: each shot on its own, 4n-3
+    assert lengths == [9, 5] and captions == ["first caption", "second"]
+    assert g.story_shots(bank, 9 + 8)[0] == [9, 8]       # VAE Decode of the joined latent: 4n after the first
+    with pytest.raises(ValueError, match="12 frames.*14 \\(Decode Story\\) or 17"):
+        g.story_shots(bank, 12)
     a = g.parse_annotation("[A @P]\n[A @P]\n", captions)
     assert a.captions == ("first caption", "second")

@@ -266,7 +266,7 @@ def story_score() -> Graph:
     story = g.add("OneStoryNewStory", {"reference_caption": "reference", "latent_width": 104, "latent_height": 60}, row=6)
     last = chain(g, ids, (story, 0), CAFE[:4], 7000)
     finish(g, ids, last, "story_score", 5)
-    img = max(n["id"] for n in g.nodes if n["type"] == "VAEDecode")     # the whole story's frames
+    img = max(n["id"] for n in g.nodes if n["type"] == "OneStoryDecodeStory")   # frames + per-shot frame counts
     dino = g.add("OneStoryEvalModelLoader", {"model_name": "dinov2-base", "person_threshold": 0.5}, col=6, row=2)
     persons = g.add("OneStoryEvalModelLoader", {"model_name": "rtdetr_r50vd", "person_threshold": 0.5}, col=6, row=3)
     text = g.add("OneStoryEvalModelLoader", {"model_name": "siglip-base-patch16-224", "person_threshold": 0.5},
@@ -275,9 +275,8 @@ def story_score() -> Graph:
     head = g.add("OneStoryEvalModelLoader", {"model_name": "sa_0_4_vit_l_14_linear.safetensors",
                                              "person_threshold": 0.5}, col=6, row=6)
     # the cafe story: the woman (A) in shots 1, 2, 4; the barista (B) in shot 3; all in the cafe
-    g.add("OneStoryStoryScore", {"story_annotation": "[A @cafe]\n[A @cafe]\n[B @cafe]\n[A @cafe]\n",
-                                 "shot_lengths": "", "fps": 16.0},
-          {"images": (img, 0), "dino": (dino, 0), "story": last, "persons": (persons, 0), "text": (text, 0),
+    g.add("OneStoryStoryScore", {"story_annotation": "[A @cafe]\n[A @cafe]\n[B @cafe]\n[A @cafe]\n", "fps": 16.0},
+          {"images": (img, 0), "shot_lengths": (img, 1), "dino": (dino, 0), "story": last, "persons": (persons, 0), "text": (text, 0),
            "clip_vision": (vision, 0), "aesthetic": (head, 0)}, col=7, row=1)
     return g
 

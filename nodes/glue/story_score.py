@@ -206,13 +206,21 @@ def parse_annotation(text: str, captions: Optional[Sequence[str]] = None):
     return stories[0]
 
 
-def story_shots(story: Any) -> tuple[list[int], list[str]]:
-    """Pixel-frame lengths of the story's shots as VAE Decode of Story To Latent returns them
-    (Wan's causal VAE: the first latent frame -> 1 frame, every later one -> 4), and captions."""
+def story_shots(story: Any, total: int) -> tuple[list[int], list[str]]:
+    """Pixel-frame lengths of the story's shots in `total` frames, and their captions. Decode Story
+    decodes each shot on its own (n latent frames -> 4n-3 frames each); VAE Decode of Story To Latent
+    decodes them joined (the first shot 4n-3, every later one 4n). The frame count tells which."""
     shots = [i for i, s in enumerate(story.shots) if s.source != "reference"]
     counts = [int(story.shot_frames(i).shape[1]) for i in shots]
-    lengths = [4 * n - 3 if j == 0 else 4 * n for j, n in enumerate(counts)]
-    return lengths, [story.shots[i].caption for i in shots]
+    captions = [story.shots[i].caption for i in shots]
+    separate = [4 * n - 3 for n in counts]
+    joined = [4 * n - 3 if j == 0 else 4 * n for j, n in enumerate(counts)]
+    for lengths in (separate, joined):
+        if sum(lengths) == total:
+            return lengths, captions
+    raise ValueError(f"Story Score: the images have {total} frames but the story's {len(counts)} shots decode to "
+                     f"{sum(separate)} (Decode Story) or {sum(joined)} (VAE Decode of Story To Latent); connect "
+                     "the images of that story or give shot_lengths")
 
 
 def parse_lengths(text: str, total: int, shots: int) -> list[int]:
