@@ -12,6 +12,9 @@ Conditions (frames, conditioner tiers; tier 0 = finest 2x2 kernel, 1 = 4x4):
 * ``r_n``             [r, n] at tiers [1, 1] (the training context shape), true time order
 * ``r_n_swapped``     the same tokens, time positions swapped (r sits where the newest frame sits)
 * ``n_fine``          [n] alone at tier 0 (what last-frame-only gives)
+* ``r0_n1``           r at tier 0, n at tier 1, true time order (what a correct top-1 gets at budget 2)
+* ``n0_r1``           n at tier 0, r at tier 1 (what recency ranking gives at budget 2)
+* ``r0_n1_swapped``   as r0_n1 with the time positions swapped (is it the tier or the time slot?)
 
 Reported per condition: room recall (room read == target's room), newest-room rate (room read ==
 n's room), target character colour / full character right (recurring characters only), and the
@@ -30,7 +33,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-CONDITIONS = ("eval", "r_fine", "r_coarse", "r_n", "r_n_swapped", "n_fine")
+CONDITIONS = ("eval", "r_fine", "r_coarse", "r_n", "r_n_swapped", "n_fine", "r0_n1", "n0_r1", "r0_n1_swapped")
 
 
 def _items(stories):
@@ -65,6 +68,8 @@ def _context(model, memory: torch.Tensor, cond: str, r: int, n: int, f: int, bud
     frames, times, tiers = {
         "r_fine": ([r], [r], [0]), "r_coarse": ([r], [r], [1]), "n_fine": ([n], [n], [0]),
         "r_n": ([r, n], [r, n], [1, 1]), "r_n_swapped": ([r, n], [n, r], [1, 1]),
+        "r0_n1": ([r, n], [r, n], [0, 1]), "n0_r1": ([n, r], [n, r], [0, 1]),
+        "r0_n1_swapped": ([r, n], [n, r], [0, 1]),
     }[cond]
     ctx = model.conditioner(memory[frames], torch.tensor(frames), torch.tensor(times, dtype=torch.float64), tiers)
     return ctx.tokens, ctx.positions
