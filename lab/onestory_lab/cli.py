@@ -54,7 +54,8 @@ def _eval(args: argparse.Namespace) -> int:
         raise SystemExit("onestory eval needs --run DIR or both --dit and --adapter")
     evaluate_files(dit, adapter, out=args.out, patterns=args.patterns, per_pattern=args.per_pattern,
                    batch=args.batch, policy=args.policy, k=args.k, budget=args.budget, steps=args.steps,
-                   shift=args.shift, cfg=args.cfg, seed=args.seed, frames=args.read_frames)
+                   shift=args.shift, cfg=args.cfg, seed=args.seed, frames=args.read_frames,
+                   story_offset=args.story_offset)
     return 0
 
 
@@ -93,6 +94,10 @@ def _add_eval(sub) -> None:
     ev.add_argument("--adapter", help="adapter safetensors")
     ev.add_argument("--patterns", nargs="+", default=["consistency", "insert_recall", "composition"])
     ev.add_argument("--per-pattern", type=int, default=100, help="held-out stories per pattern (default 100)")
+    ev.add_argument("--story-offset", type=int, default=0,
+                    help="first eval story index (default 0): stories are eval indices [N, N + per-pattern). "
+                         "0.. is the tuning range; 1073741824 (2**30).. is the reserved fresh range for final "
+                         "numbers (storyworld/splits.py, docs/storyworld.md)")
     ev.add_argument("--batch", type=int, default=50, help="stories generated together (default 50)")
     ev.add_argument("--policy", default=None, help="override the trained context policy")
     ev.add_argument("--k", type=int, default=None)

@@ -145,7 +145,7 @@ def run_demo(out_dir: str, seed: int = 0, steps: Optional[int] = None, stories: 
               "recall only 0.032 vs 0.017. Its selector ranks story memory above chance (top-1 0.76 vs\n"
               "0.61 random), but with K=4 it changes the context only at shot 6, where it does slightly\n"
               "worse than keeping the newest frames; its ranking pays off with K=2 (docs/results.md).\n")
-    story = make_story(story_seed("eval", seed), "insert_recall", pixel_frames=c.pixel_frames)
+    story = make_story(story_seed("eval", seed), "insert_recall", pixel_frames=c.pixel_frames, world=c.world)
     per_shot = story.latent_frames
     run = generate_batch(model, [story], params)[0]
     metrics = story_metrics(story, run.latents)
@@ -163,7 +163,7 @@ def run_demo(out_dir: str, seed: int = 0, steps: Optional[int] = None, stories: 
           f"{one['environment_recall']:.3f}, caption alignment {one['caption_alignment']:.3f}")
     result = {"story": one, "seed": seed}
     if stories > 0:
-        held = eval_stories("insert_recall", stories, pixel_frames=c.pixel_frames)
+        held = eval_stories("insert_recall", stories, pixel_frames=c.pixel_frames, world=c.world)
         runs = generate_batch(model, held, params)
         agg = aggregate(story_metrics(r.story, r.latents) for r in runs)
         result["held_out"] = agg

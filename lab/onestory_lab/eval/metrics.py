@@ -37,7 +37,7 @@ def story_metrics(story: Story, latents: Sequence, readings=None,
         # a requested frame beyond a short shot reads its last frame (1-latent-frame shots read 0)
         idx = (list(range(z.shape[1])) if frames is None
                else sorted({min(j, z.shape[1] - 1) for j in frames}))
-        reads = readings[s] if readings is not None else read_latent(z[:, idx])
+        reads = readings[s] if readings is not None else read_latent(z[:, idx], world=story.world)
         shot = story.shots[s]
         for j, rd in zip(idx, reads):
             truth = story.truth(s, j)

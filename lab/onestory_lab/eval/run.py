@@ -9,6 +9,7 @@ from typing import Optional, Sequence
 import torch
 
 from ..storyworld.dataset import eval_stories
+from ..storyworld.splits import range_of
 from ..storyworld.world import PATTERN_NAMES
 from ..train.checkpoint import load_model
 from ..train.model import StoryModel
@@ -18,13 +19,18 @@ from .metrics import aggregate, story_metrics
 
 def evaluate(model: StoryModel, patterns: Sequence[str] = PATTERN_NAMES, per_pattern: int = 100,
              params: Optional[GenParams] = None, batch: int = 50, progress: bool = True,
-             frames: Optional[Sequence[int]] = None, score_fn: Optional[ScoreFn] = None) -> dict:
+             frames: Optional[Sequence[int]] = None, score_fn: Optional[ScoreFn] = None,
+             story_offset: int = 0) -> dict:
+    """Stories are eval indices [story_offset, story_offset + per_pattern) of every pattern
+    (storyworld/splits.py names the ranges; the JSON records the offset and its range)."""
     params = params or GenParams.for_model(model)
     model.eval()
-    results: dict = {"params": params.__dict__, "frames_read": frames, "patterns": {}}
+    results: dict = {"params": params.__dict__, "frames_read": frames, "story_offset": story_offset,
+                     "seed_range": range_of(story_offset, per_pattern), "patterns": {}}
     for pattern in patterns:
         t0 = time.perf_counter()
-        stories = eval_stories(pattern, per_pattern, pixel_frames=model.cfg.pixel_frames)
+        stories = eval_stories(pattern, per_pattern, pixel_frames=model.cfg.pixel_frames,
+                               offset=story_offset, world=model.cfg.world)
         counts = []
         for i in range(0, len(stories), batch):
             runs = generate_batch(model, stories[i:i + batch], params, score_fn=score_fn)

@@ -33,7 +33,8 @@ def probe(model, pattern: str = "insert_recall", stories: int = 200, score_fn=No
         def score_fn(story, s, memory, text, mask):
             return model.scores(memory, text, mask)[0]
 
-    ds = EvalStoryDataset(per_pattern=stories, patterns=[pattern], pixel_frames=model.cfg.pixel_frames)
+    ds = EvalStoryDataset(per_pattern=stories, patterns=[pattern], pixel_frames=model.cfg.pixel_frames,
+                          world=model.cfg.world)
     rows: dict[int, dict[str, list[float]]] = {}
     for item in ds:
         story, latents = item["story"], item["latents"]               # latents "s c t h w" (bank space)

@@ -1,7 +1,8 @@
 """torch Datasets over the story world: inflated training triplets and six-shot eval stories.
 
 Split: training triplets draw stories from `story_seed("train", i)`, evaluation stories are
-`story_seed("eval", i)` for i < per_pattern, per pattern; the ranges are disjoint by construction.
+`story_seed("eval", offset + i)` for i < per_pattern, per pattern; the splits are disjoint by
+construction, and `splits.py` says which eval offsets are for tuning and which are reserved.
 Items are generated on the fly (rendering a shot is ~1 ms), deterministic in the index.
 """
 from __future__ import annotations
@@ -38,8 +39,9 @@ class TripletDataset(Dataset):
     def __init__(self, length: int, seed: int = 0, frame_size: int = 32, pixel_frames: int = 9,
                  codec: LatentCodec | None = None, tokenizer: Tokenizer | None = None,
                  mix: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3),
-                 standalone_captions: bool = False) -> None:
+                 standalone_captions: bool = False, world: str = "v1") -> None:
         self.length = length
+        self.world = world
         self.seed = seed
         self.frame_size = frame_size
         self.pixel_frames = pixel_frames
@@ -54,7 +56,7 @@ class TripletDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < self.length:
             raise IndexError(index)
-        tr = make_triplet(self.seed, index, self.frame_size, self.pixel_frames, self.mix)
+        tr = make_triplet(self.seed, index, self.frame_size, self.pixel_frames, self.mix, world=self.world)
         lat = [self.codec.encode(frames_to_tensor(px)) for px in tr.shots]
         caption = tr.caption
         if self.standalone_captions:
@@ -75,9 +77,14 @@ class TripletDataset(Dataset):
 
 
 def eval_stories(pattern: str, count: int = 100, frame_size: int = 32,
-                 pixel_frames: int = 9) -> list[Story]:
-    """The held-out six-shot stories of one pattern (eval seed range, never used for training)."""
-    return [make_story(story_seed("eval", i), pattern, frame_size, pixel_frames) for i in range(count)]
+                 pixel_frames: int = 9, offset: int = 0, world: str = "v1") -> list[Story]:
+    """The held-out six-shot stories of one pattern: eval indices [offset, offset + count)
+    (eval seed split, never used for training; `splits.py`: offset 0 = tuning range,
+    `FRESH_OFFSET` = the reserved range)."""
+    if offset < 0:
+        raise ValueError(f"story offset {offset} must be >= 0")
+    return [make_story(story_seed("eval", offset + i), pattern, frame_size, pixel_frames, world)
+            for i in range(count)]
 
 
 class EvalStoryDataset(Dataset):
@@ -89,8 +96,9 @@ class EvalStoryDataset(Dataset):
 
     def __init__(self, per_pattern: int = 100, patterns: Sequence[str] = PATTERN_NAMES,
                  frame_size: int = 32, pixel_frames: int = 9, codec: LatentCodec | None = None,
-                 tokenizer: Tokenizer | None = None) -> None:
-        self.items = [(p, i) for p in patterns for i in range(per_pattern)]
+                 tokenizer: Tokenizer | None = None, offset: int = 0, world: str = "v1") -> None:
+        self.items = [(p, offset + i) for p in patterns for i in range(per_pattern)]
+        self.world = world
         self.frame_size = frame_size
         self.pixel_frames = pixel_frames
         self.codec = codec or LatentCodec()
@@ -101,7 +109,7 @@ class EvalStoryDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         pattern, i = self.items[index]
-        story = make_story(story_seed("eval", i), pattern, self.frame_size, self.pixel_frames)
+        story = make_story(story_seed("eval", i), pattern, self.frame_size, self.pixel_frames, self.world)
         latents = torch.stack([self.codec.encode(frames_to_tensor(story.render_shot(k)))
                                for k in range(len(story.shots))])
         ids, mask = self.tokenizer.encode_batch(story.captions)
@@ -123,7 +131,8 @@ class StoryPrefixPool:
     """
 
     def __init__(self, count: int, seed: int = 0, frame_size: int = 32, pixel_frames: int = 9,
-                 codec: LatentCodec | None = None, tokenizer: Tokenizer | None = None) -> None:
+                 codec: LatentCodec | None = None, tokenizer: Tokenizer | None = None,
+                 world: str = "v1") -> None:
         if count < 1:
             raise ValueError(f"StoryPrefixPool count={count}: need at least one story")
         from .world import relevance
@@ -133,7 +142,7 @@ class StoryPrefixPool:
         lat, ids, masks, rels = [], [], [], []
         for i in range(count):
             st = make_story(story_seed("train", PREFIX_POOL_BASE + seed * count + i),
-                            PATTERN_NAMES[i % len(PATTERN_NAMES)], frame_size, pixel_frames)
+                            PATTERN_NAMES[i % len(PATTERN_NAMES)], frame_size, pixel_frames, world)
             lat.append(torch.stack([codec.encode(frames_to_tensor(st.render_shot(k)))
                                     for k in range(len(st.shots))]))
             enc = [tok.encode(c) for c in st.captions]

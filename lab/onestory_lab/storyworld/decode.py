@@ -26,6 +26,7 @@ from torch import Tensor
 
 from .latent import LatentCodec, tensor_to_frames
 from .render import Character, Environment, all_characters, all_environments, background, character_patch
+from .spec import DEFAULT_WORLD, world_spec
 from .world import FrameTruth
 
 TOL = 0.12          # max-abs RGB error for "this pixel is the room" (palette gap is 0.33)
@@ -76,9 +77,10 @@ def _backgrounds_cf(frame_size: int) -> np.ndarray:
     return np.ascontiguousarray(_backgrounds(frame_size)[1].transpose(0, 3, 1, 2))  # "e 3 h w"
 
 
-@lru_cache(maxsize=64)
-def _patches(size: int) -> tuple[tuple[Character, ...], np.ndarray, np.ndarray]:
-    chars = all_characters()
+@lru_cache(maxsize=128)
+def _patches(size: int, world: str = "v1") -> tuple[tuple[Character, ...], np.ndarray, np.ndarray]:
+    spec = world_spec(world)
+    chars = all_characters(spec.shapes, spec.patterns)
     masks, cols = zip(*(character_patch(c, size) for c in chars))
     return chars, np.stack(masks), np.stack(cols)   # "k s s", "k s s 3"
 
@@ -129,7 +131,7 @@ def _components(mask: np.ndarray) -> list[np.ndarray]:
 
 
 def _fit(frame: np.ndarray, bg: np.ndarray, box: tuple[int, int, int, int],
-         jitter: int, size_jitter: int | None = None) -> CharacterReading | None:
+         jitter: int, size_jitter: int | None = None, world: str = DEFAULT_WORLD) -> CharacterReading | None:
     """Best (character, placement) for a component box (y0, x0, h, w); None if nothing fits."""
     n = frame.shape[0]
     y0, x0, bh, bw = box
@@ -141,7 +143,7 @@ def _fit(frame: np.ndarray, bg: np.ndarray, box: tuple[int, int, int, int],
     target = frame[ry0:ry1, rx0:rx1]
     for size in range(max(3, size0 - sj), size0 + sj + 1):
         centre = (size0 - size) // 2   # keep candidate boxes centred on the observed one
-        chars, masks, cols = _patches(size)
+        chars, masks, cols = _patches(size, world)
         for dy in range(-jitter, jitter + 1):
             for dx in range(-jitter, jitter + 1):
                 if size > min(ry1 - ry0, rx1 - rx0):
@@ -159,8 +161,10 @@ def _fit(frame: np.ndarray, bg: np.ndarray, box: tuple[int, int, int, int],
     return best
 
 
-def read_frame(frame: np.ndarray, tol: float = TOL, min_area: int | None = None) -> FrameReading:
-    """frame "h w 3" (float in [0, 1] or uint8, square) -> FrameReading."""
+def read_frame(frame: np.ndarray, tol: float = TOL, min_area: int | None = None,
+               world: str = DEFAULT_WORLD) -> FrameReading:
+    """frame "h w 3" (float in [0, 1] or uint8, square) -> FrameReading. Characters are matched
+    against the attribute sets of world version `world` (spec.py) only."""
     x = np.asarray(frame)
     x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
     if x.ndim != 3 or x.shape[2] != 3 or x.shape[0] != x.shape[1]:
@@ -190,27 +194,28 @@ def read_frame(frame: np.ndarray, tol: float = TOL, min_area: int | None = None)
             continue
         ys, xs = np.nonzero(raw & _dilate(comp))
         box = (int(ys.min()), int(xs.min()), int(ys.max() - ys.min() + 1), int(xs.max() - xs.min() + 1))
-        r = _fit(x, bgs[e], box, jitter=0) if sigma <= NOISE_FLOOR else None
+        r = _fit(x, bgs[e], box, jitter=0, world=world) if sigma <= NOISE_FLOOR else None
         if r is None or r.error > EXACT_ERR:
-            r = _fit(x, bgs[e], box, jitter=1, size_jitter=1 if sigma <= NOISE_FLOOR else 2)
+            r = _fit(x, bgs[e], box, jitter=1, size_jitter=1 if sigma <= NOISE_FLOOR else 2, world=world)
         if r is not None:
             chars.append(r)
     chars.sort(key=lambda r: r.x)
     return FrameReading(envs[e], float(fit[e]), tuple(chars))
 
 
-def read_video(frames: np.ndarray) -> list[FrameReading]:
+def read_video(frames: np.ndarray, world: str = DEFAULT_WORLD) -> list[FrameReading]:
     """"t h w 3" -> one reading per frame."""
-    return [read_frame(f) for f in frames]
+    return [read_frame(f, world=world) for f in frames]
 
 
-def read_latent(latent: Tensor, codec: LatentCodec | None = None) -> list[FrameReading]:
+def read_latent(latent: Tensor, codec: LatentCodec | None = None,
+                world: str = DEFAULT_WORLD) -> list[FrameReading]:
     """latent "c n h w" -> one reading per latent frame (its decoded group is constant, so the
     first pixel frame of each group, i.e. pixel frame 0 and 4i, represents it)."""
     codec = codec or LatentCodec()
     frames = tensor_to_frames(codec.decode(latent.detach().cpu()))
     idx = [0] + [codec.temporal * i for i in range(1, latent.shape[1])]
-    return [read_frame(frames[i]) for i in idx]
+    return [read_frame(frames[i], world=world) for i in idx]
 
 
 def score(reading: FrameReading, truth: FrameTruth) -> FrameScore:

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 from typing import Protocol, Sequence
 
-from .render import CHAR_COLOURS, ENV_COLOURS, PATTERNS, SHAPES, TEXTURES, Character, Environment
+from .render import (CHAR_COLOURS, ENV_COLOURS, EXTRA_PATTERNS, PATTERNS, SHAPES, TEXTURES, Character,
+                     Environment)
 
 ORDINALS: tuple[str, ...] = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh",
                              "eighth")
@@ -49,7 +50,8 @@ def vocabulary() -> tuple[str, ...]:
              "window", "shot", "wide", "medium", "close-up", "walks", "stands", "left", "right",
              "still"]
     for group in (fixed, list(PUNCTUATION), list(ORDINALS), list(SHAPES), list(PATTERNS),
-                  list(CHAR_COLOURS), list(ENV_COLOURS), list(TEXTURES)):
+                  list(CHAR_COLOURS), list(ENV_COLOURS), list(TEXTURES),
+                  list(EXTRA_PATTERNS)):   # later worlds' words last: earlier token ids never move
         for w in group:
             if w not in words:
                 words.append(w)

@@ -27,7 +27,8 @@ SPLIT_BASE: dict[str, int] = {"train": 0, "eval": 1 << 40}
 
 
 def story_seed(split: str, index: int) -> int:
-    """Disjoint seed ranges per split (eval seeds start at 2**40), so no eval story is trained on."""
+    """Disjoint seed ranges per split (eval seeds start at 2**40), so no eval story is trained on.
+    Which eval indices may be used for what: `storyworld/splits.py`."""
     if split not in SPLIT_BASE:
         raise ValueError(f"unknown split {split!r}; expected one of {tuple(SPLIT_BASE)}")
     if not 0 <= index < 1 << 40:
@@ -59,7 +60,7 @@ def augment(frames: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, s
 
 def make_triplet(seed: int, index: int, frame_size: int = 32, pixel_frames: int = 9,
                  mix: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3),
-                 split: str = "train", pool: int = 1 << 30) -> Triplet:
+                 split: str = "train", pool: int = 1 << 30, world: str = "v1") -> Triplet:
     """Training sample `index` of the stream `seed` (pure function of its arguments).
 
     Stories are drawn from `split` indices [0, pool); cross-video shots come from a different
@@ -68,7 +69,7 @@ def make_triplet(seed: int, index: int, frame_size: int = 32, pixel_frames: int 
     kind = KINDS[int(rng.choice(3, p=np.asarray(mix) / np.sum(mix)))]
     pattern = PATTERN_NAMES[int(rng.integers(len(PATTERN_NAMES)))]
     story_index = int(rng.integers(pool))
-    story = make_story(story_seed(split, story_index), pattern, frame_size, pixel_frames)
+    story = make_story(story_seed(split, story_index), pattern, frame_size, pixel_frames, world)
     shots = story.shots
     n = story.latent_frames
 
@@ -90,7 +91,8 @@ def make_triplet(seed: int, index: int, frame_size: int = 32, pixel_frames: int 
         other_index = int(rng.integers(pool - 1))
         other_index += other_index >= story_index        # never the same story
         other = make_story(story_seed(split, other_index),
-                           PATTERN_NAMES[int(rng.integers(len(PATTERN_NAMES)))], frame_size, pixel_frames)
+                           PATTERN_NAMES[int(rng.integers(len(PATTERN_NAMES)))], frame_size, pixel_frames,
+                           world)
         syn_px = other.render_shot(int(rng.integers(NUM_SHOTS)))
         syn_rel = np.full(n, CROSS_LABEL, dtype=np.float32)
     else:

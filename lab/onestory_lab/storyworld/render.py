@@ -18,6 +18,8 @@ import numpy as np
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond", "cross")
 PATTERNS: tuple[str, ...] = ("solid", "striped", "dotted")
+# Patterns added by later world versions (spec.py); the renderer draws every pattern it knows.
+EXTRA_PATTERNS: tuple[str, ...] = ("spotted",)
 CHAR_COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
     "orange": (245, 140, 0),
@@ -81,8 +83,9 @@ class Placement:
     size: int
 
 
-def framing_size(framing: str, frame_size: int) -> int:
-    s = int(round(FRAMING_SCALE[framing] * frame_size))
+def framing_size(framing: str, frame_size: int, scale: float | None = None) -> int:
+    """Body edge in pixels (odd); `scale` overrides the v1 fraction (world versions, spec.py)."""
+    s = int(round((FRAMING_SCALE[framing] if scale is None else scale) * frame_size))
     return s if s % 2 == 1 else s + 1
 
 
@@ -130,8 +133,10 @@ def pattern_mask(pattern: str, size: int) -> np.ndarray:
         m = (yy // 2) % 2 == 1
     elif pattern == "dotted":   # 1 px dots on a 3 px lattice
         m = (yy % 3 == 1) & (xx % 3 == 1)
+    elif pattern == "spotted":  # 2 x 2 px dots on a 4 px lattice (whole codec cells at even offsets)
+        m = ((yy // 2) % 2 == 1) & ((xx // 2) % 2 == 1)
     else:
-        raise ValueError(f"unknown pattern {pattern!r}; expected one of {PATTERNS}")
+        raise ValueError(f"unknown pattern {pattern!r}; expected one of {PATTERNS + EXTRA_PATTERNS}")
     m = np.asarray(m, dtype=bool)
     m.setflags(write=False)
     return m
@@ -195,8 +200,10 @@ def render_frame(env: Environment, characters: dict[int, Character] | tuple[Char
     return img
 
 
-def all_characters() -> tuple[Character, ...]:
-    return tuple(Character(s, c, p) for s in SHAPES for c in CHAR_COLOURS for p in PATTERNS)
+def all_characters(shapes: tuple[str, ...] = SHAPES, patterns: tuple[str, ...] = PATTERNS
+                   ) -> tuple[Character, ...]:
+    """Every character of a world's attribute sets (default: the v1 world's)."""
+    return tuple(Character(s, c, p) for s in shapes for c in CHAR_COLOURS for p in patterns)
 
 
 def all_environments() -> tuple[Environment, ...]:

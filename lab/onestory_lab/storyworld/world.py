@@ -21,10 +21,12 @@ from typing import Sequence
 import numpy as np
 
 from . import grammar
-from .render import (CHAR_COLOURS, ENV_COLOURS, LAYOUTS, PATTERNS, SHAPES, TEXTURES, Character,
-                     Environment, Placement, framing_size, render_frame)
+from .render import (CHAR_COLOURS, ENV_COLOURS, LAYOUTS, TEXTURES, Character, Environment, Placement,
+                     framing_size, render_frame)
+from .spec import DEFAULT_WORLD, WorldSpec, world_spec
 
 PATTERN_NAMES: tuple[str, ...] = ("consistency", "insert_recall", "composition")
+WORLD_KEYS: tuple[str, ...] = ("v1", "v2")   # rng key of a world version (never reorder)
 NUM_SHOTS = 6
 STEP_PX_AT_32 = 2  # horizontal drift per latent state at 32 px (scaled with frame size)
 
@@ -59,6 +61,7 @@ class Story:
     environments: tuple[Environment, ...]
     shots: tuple[Shot, ...]
     captions: tuple[str, ...] = field(default=())
+    world: str = DEFAULT_WORLD           # world version (spec.py): attribute sets and body sizes
 
     @property
     def latent_frames(self) -> int:
@@ -99,12 +102,12 @@ def render_shot(story: Story, shot: Shot) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- generation
 
-def _new_character(rng: np.random.Generator, taken: Sequence[Character]) -> Character:
+def _new_character(rng: np.random.Generator, taken: Sequence[Character], spec: WorldSpec) -> Character:
     """A character differing from every character already in the story in *all* attributes,
     so no appearance word is shared and captions can withhold appearance word by word."""
-    shapes = [s for s in SHAPES if all(c.shape != s for c in taken)]
+    shapes = [s for s in spec.shapes if all(c.shape != s for c in taken)]
     colours = [c for c in CHAR_COLOURS if all(t.colour != c for t in taken)]
-    patterns = [p for p in PATTERNS if all(c.pattern != p for c in taken)]
+    patterns = [p for p in spec.patterns if all(c.pattern != p for c in taken)]
     return Character(str(rng.choice(shapes)), str(rng.choice(colours)), str(rng.choice(patterns)))
 
 
@@ -115,7 +118,8 @@ def _new_environment(rng: np.random.Generator, taken: Sequence[Environment]) -> 
 
 
 def _place(cast: tuple[int, ...], framing: str, wanted: tuple[str, ...],
-           frame_size: int, n_states: int) -> tuple[tuple[str, ...], tuple[tuple[Placement, ...], ...]]:
+           frame_size: int, n_states: int, spec: WorldSpec | None = None
+           ) -> tuple[tuple[str, ...], tuple[tuple[Placement, ...], ...]]:
     """Slot each character left to right, pick a drift that keeps it inside its slot.
 
     Positions are a function of (framing, slot, action), not random: the world's randomness is
@@ -126,7 +130,8 @@ def _place(cast: tuple[int, ...], framing: str, wanted: tuple[str, ...],
     Slots are separated by one background column so characters never touch (the reader
     segments them as connected components). If the wanted drift does not fit, the step is
     reduced and finally the action becomes "still", so captions never lie about motion."""
-    size = framing_size(framing, frame_size)
+    spec = spec or world_spec(DEFAULT_WORLD)
+    size = framing_size(framing, frame_size, spec.scale(framing))
     half = frame_size // 2
     slots = [(0, frame_size)] if len(cast) == 1 else [(0, half), (half + 1, frame_size)]
     base_step = max(1, round(STEP_PX_AT_32 * frame_size / 32))
@@ -143,17 +148,21 @@ def _place(cast: tuple[int, ...], framing: str, wanted: tuple[str, ...],
         dx = {"left": -step, "right": step, "still": 0}[act]
         span = size + abs(dx) * (n_states - 1)
         x_start = lo + (hi - lo - span) // 2           # the track is centred in its slot
+        if spec.even_positions:                        # pattern cells on the codec's 2x2 grid
+            x_start = x_start if (x_start % 2 == 0 or x_start - 1 < lo) else x_start - 1
         x0 = x_start if dx >= 0 else x_start + abs(dx) * (n_states - 1)
         y0 = (frame_size - size) // 2
+        y0 -= y0 % 2 if spec.even_positions else 0
         actions.append(act)
         tracks.append([Placement(c, x0 + dx * i, y0, size) for i in range(n_states)])
     states = tuple(tuple(track[i] for track in tracks) for i in range(n_states))
     return tuple(actions), states
 
 
-def _framing(rng: np.random.Generator, n_cast: int) -> str:
+def _framing(rng: np.random.Generator, n_cast: int, spec: WorldSpec | None = None) -> str:
     # Close-ups only for single characters: two 17 px bodies do not fit side by side at 32 px.
-    return str(rng.choice(("wide", "medium", "close-up") if n_cast == 1 else ("wide", "medium")))
+    spec = spec or world_spec(DEFAULT_WORLD)
+    return str(rng.choice(("wide", "medium", "close-up") if n_cast == 1 else spec.pair_framings))
 
 
 def _actions(rng: np.random.Generator, n_cast: int) -> tuple[str, ...]:
@@ -224,32 +233,36 @@ def _plan(pattern: str, rng: np.random.Generator) -> list[tuple[tuple[int, ...],
     raise ValueError(f"unknown pattern {pattern!r}; expected one of {PATTERN_NAMES}")
 
 
-def make_story(seed: int, pattern: str, frame_size: int = 32, pixel_frames: int = 9) -> Story:
-    """The six-shot story of `pattern` for `seed` (pure function of its arguments)."""
+def make_story(seed: int, pattern: str, frame_size: int = 32, pixel_frames: int = 9,
+               world: str = DEFAULT_WORLD) -> Story:
+    """The six-shot story of `pattern` for `seed` in world version `world` (spec.py; pure
+    function of its arguments; v1 stories are the same as before world versions existed)."""
     if pattern not in PATTERN_NAMES:
         raise ValueError(f"unknown pattern {pattern!r}; expected one of {PATTERN_NAMES}")
     if frame_size < 32:
         raise ValueError(f"frame_size={frame_size} too small; use >= 32 so patterns stay legible")
-    rng = np.random.default_rng([seed, PATTERN_NAMES.index(pattern), frame_size, pixel_frames])
+    spec = world_spec(world)
+    key = [seed, PATTERN_NAMES.index(pattern), frame_size, pixel_frames]
+    rng = np.random.default_rng(key if world == "v1" else key + [list(WORLD_KEYS).index(world)])
     n_states = latent_states(pixel_frames)
     plan = _plan(pattern, rng)
     n_chars = 1 + max(c for cast, _ in plan for c in cast)
     characters: list[Character] = []
     for _ in range(n_chars):
-        characters.append(_new_character(rng, characters))
+        characters.append(_new_character(rng, characters, spec))
     environments: list[Environment] = []
     shots: list[Shot] = []
     for cast, env in plan:
         if env is None:
             environments.append(_new_environment(rng, environments))
             env = len(environments) - 1
-        framing = _framing(rng, len(cast))
-        actions, states = _place(cast, framing, _actions(rng, len(cast)), frame_size, n_states)
+        framing = _framing(rng, len(cast), spec)
+        actions, states = _place(cast, framing, _actions(rng, len(cast)), frame_size, n_states, spec)
         shots.append(Shot(env, cast, framing, actions, states))
     captions = tuple(grammar.caption(characters, environments, shots[:k], shots[k])
                      for k in range(len(shots)))
     return Story(seed, pattern, frame_size, pixel_frames, tuple(characters), tuple(environments),
-                 tuple(shots), captions)
+                 tuple(shots), captions, world)
 
 
 # ----------------------------------------------------------------------------- relevance

@@ -95,7 +95,7 @@ def load_checkpoint(directory: str | os.PathLike, model: StoryModel,
 
 
 # What a fine-tuning run must share with the base DiT it starts from (strict load).
-ARCH_FIELDS = ("dim", "layers", "heads", "ffn_dim", "text_dim", "pixel_frames", "latent_norm")
+ARCH_FIELDS = ("dim", "layers", "heads", "ffn_dim", "text_dim", "pixel_frames", "latent_norm", "world")
 
 
 def base_architecture(init: str | os.PathLike) -> dict:

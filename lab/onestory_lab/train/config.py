@@ -26,6 +26,7 @@ class TrainConfig:
                                     # fine-tunes Wan); the conditioner is re-inflated from its patch embedding
     # story world
     pixel_frames: int = 9           # frames per shot, 4n+1 (1 = one latent frame per shot: 64 tokens)
+    world: str = "v1"               # world version (storyworld/spec.py): attribute sets, body sizes
     standalone_captions: bool = False  # caption every target as if it were the story's first shot
                                     # (every entity described in full): for the text-only base,
                                     # which sees no memory, like Wan's single-shot pretraining
@@ -91,6 +92,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
             raise ValueError(f"policy={self.policy!r}; expected one of {POLICIES}")
+        from ..storyworld.spec import world_spec
+
+        world_spec(self.world)      # unknown world -> clear error naming the versions
         if self.pixel_frames < 1 or (self.pixel_frames - 1) % 4:
             raise ValueError(f"pixel_frames={self.pixel_frames}: need 4n+1 (1, 5, 9, ...)")
         if self.steps < 0 or self.batch_size < 1:

@@ -173,7 +173,7 @@ def make_dataset(cfg: TrainConfig):
         return ds, min(len(ds), cfg.data_size) if cfg.data_size else len(ds)
     ds = TripletDataset(length=1 << 40, seed=cfg.seed, pixel_frames=cfg.pixel_frames,
                         mix=INFLATION_MIX if cfg.inflation else NO_INFLATION_MIX,
-                        standalone_captions=cfg.standalone_captions)
+                        standalone_captions=cfg.standalone_captions, world=cfg.world)
     return ds, (cfg.data_size or None)
 
 
@@ -206,7 +206,7 @@ def train(cfg: TrainConfig, resume: bool = False, log: Optional[callable] = None
     ds, length = make_dataset(cfg)
     pool = None
     if cfg.sel_story_batch and cfg.learned and start < cfg.steps:
-        pool = StoryPrefixPool(cfg.sel_story_pool, cfg.seed, pixel_frames=cfg.pixel_frames)
+        pool = StoryPrefixPool(cfg.sel_story_pool, cfg.seed, pixel_frames=cfg.pixel_frames, world=cfg.world)
     end = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
     loader = DataLoader(ds, batch_sampler=_Batches(start, end, cfg.batch_size, rank, world, length, cfg.seed),
                         num_workers=cfg.workers, persistent_workers=False,
