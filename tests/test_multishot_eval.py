@@ -19,13 +19,7 @@ from onestory_lab.multishot.evaluate import evaluate
 transformers = pytest.importorskip("transformers")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny models: thread hand-off costs more than the work on shared cores (measured 16x)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_committed_benchmarks_are_the_generator_output():

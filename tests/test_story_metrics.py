@@ -16,13 +16,7 @@ from onestory.metrics.score import ScoreOptions, score_story
 transformers = pytest.importorskip("transformers")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny models: thread hand-off costs more than the work on shared cores (measured 16x)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 H = W = 48
 PLACES = {"P1": (0.2, 0.5, 0.9), "P2": (0.9, 0.8, 0.3)}
 PEOPLE = {"A": (0.9, 0.1, 0.1), "B": (0.1, 0.8, 0.2), "C": (0.6, 0.1, 0.9)}

@@ -65,13 +65,19 @@ def save_checkpoint(directory: str | os.PathLike, model: StoryModel, optimizer: 
               for g in optimizer.param_groups]
     (tmp / "trainer.json").write_text(json.dumps({"step": step, "config": model.cfg.to_json(),
                                                   "param_groups": groups}, indent=1, sort_keys=True))
+    replace_dir(tmp, final)
+    return final
+
+
+def replace_dir(tmp, final) -> None:
+    """Move the finished checkpoint folder ``tmp`` to ``final``; the previous checkpoint is kept
+    as ``final.old`` until the new one is in place, so a crash never leaves none."""
     old = final.with_name(final.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
         os.replace(final, old)
     os.replace(tmp, final)
     shutil.rmtree(old, ignore_errors=True)
-    return final
 
 
 def load_checkpoint(directory: str | os.PathLike, model: StoryModel,

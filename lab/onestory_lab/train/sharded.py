@@ -38,6 +38,7 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
 
 from onestory.adapter import OneStoryAdapter, save_adapter
 from . import lora
+from .checkpoint import replace_dir
 from .config import TrainConfig
 from .engine import Runtime, clean, full_value
 from .model import StoryModel
@@ -87,12 +88,7 @@ def save(directory: str | os.PathLike, model: StoryModel, optimizer: torch.optim
         (tmp / "trainer.json").write_text(json.dumps({"step": step, "world": rt.world, "config": cfg.to_json(),
                                                       "param_groups": groups, "optim_params": sorted(osd["state"])},
                                                      indent=1, sort_keys=True))
-        old = final.with_name(final.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, final)
     _barrier(rt)
     return final
 
