@@ -31,60 +31,12 @@ from onestory_lab.data.records import Clip, read_jsonl  # noqa: E402
 from onestory_lab.data.shots import TransNetV2Detector  # noqa: E402
 from onestory_lab.data.video import read_frames  # noqa: E402
 from onestory_lab.data.wan_vae import WanVAEEncoder, wan21_layout  # noqa: E402
+from media import tiny_image_folders, tiny_umt5, write_video  # noqa: E402  (tests/media.py)
 
 W, H = 64, 48
-COLOURS = [(200, 40, 40), (40, 190, 60), (40, 60, 210), (220, 200, 40), (150, 40, 200), (30, 180, 190)]
 # video name -> shot lengths (frames); hard cuts between shots
 VIDEOS = {"three": [14, 12, 14], "two": [14, 14], "nocap": [13, 14], "single": [40]}
 SPEC = ClipSpec(frames=9, stride=1, width=32, height=32)
-
-
-def write_video(path: Path, lengths: list[int], seed: int) -> list[int]:
-    """Textured coloured shots with a moving square; returns the cut frames."""
-    rng = np.random.default_rng(seed)
-    box = av.open(str(path), "w")
-    stream = box.add_stream("libx264", rate=24)
-    stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
-    stream.options = {"crf": "18"}
-    cuts, t = [], 0
-    for k, n in enumerate(lengths):
-        colour = np.array(COLOURS[(seed * 2 + k) % len(COLOURS)])
-        for i in range(n):
-            f = np.empty((H, W, 3), np.int64)
-            f[:] = colour
-            x = (4 * i + 7 * k) % (W - 16)
-            f[12:28, x:x + 16] = 255 - colour
-            f = np.clip(f + rng.integers(-10, 10, f.shape), 0, 255).astype(np.uint8)
-            for p in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                box.mux(p)
-        t += n
-        cuts.append(t)
-    for p in stream.encode():
-        box.mux(p)
-    box.close()
-    return cuts[:-1]
-
-
-def tiny_image_folders(root: Path) -> dict[str, Path]:
-    """CLIP, SigLIP and DINOv2 folders with random weights, as save_pretrained writes them."""
-    torch.manual_seed(0)
-    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                  image_size=32, patch_size=8)
-    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, vocab_size=64,
-                max_position_embeddings=16)
-    models = {
-        "clip": transformers.CLIPModel(transformers.CLIPConfig(text_config=text, vision_config=vision,
-                                                               projection_dim=16)),
-        "siglip": transformers.SiglipModel(transformers.SiglipConfig(text_config=text, vision_config=vision)),
-        "dinov2": transformers.Dinov2Model(transformers.Dinov2Config(**vision)),
-    }
-    out = {}
-    for name, model in models.items():
-        out[name] = root / name
-        model.save_pretrained(out[name])
-    (out["dinov2"] / "preprocessor_config.json").write_text(json.dumps(
-        {"crop_size": {"height": 32, "width": 32}, "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}))
-    return out
 
 
 def tiny_vae(path: Path) -> None:
@@ -98,34 +50,13 @@ def tiny_vae(path: Path) -> None:
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
 
 
-def tiny_umt5(path: Path) -> None:
-    """A 2-layer umT5 encoder in ComfyUI's file layout, with its sentencepiece model embedded."""
-    import io
-    import random
-
-    words = "a the man woman dog street beach walks runs turns same again close red green blue".split()
-    rnd = random.Random(0)
-    buf = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter([" ".join(rnd.choice(words) for _ in range(8))
-                                                           for _ in range(500)]),
-                                   model_writer=buf, vocab_size=60, model_type="unigram", pad_id=0, eos_id=1,
-                                   unk_id=2, bos_id=-1, hard_vocab_limit=False, minloglevel=2)
-    vocab = spm.SentencePieceProcessor(model_proto=buf.getvalue()).get_piece_size()
-    torch.manual_seed(1)
-    cfg = transformers.UMT5Config(vocab_size=vocab, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4,
-                                  feed_forward_proj="gated-gelu")
-    sd = {k: v.contiguous() for k, v in transformers.UMT5EncoderModel(cfg).state_dict().items()
-          if k != "encoder.embed_tokens.weight"}
-    sd["spiece_model"] = torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8).clone()
-    save_file(sd, str(path))
-
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     vids = root / "videos"
     vids.mkdir()
-    cuts = {name: write_video(vids / f"{name}.mp4", lengths, seed) for seed, (name, lengths) in enumerate(VIDEOS.items())}
+    cuts = {name: write_video(vids / f"{name}.mp4", lengths, seed, W, H) for seed, (name, lengths) in enumerate(VIDEOS.items())}
     (vids / "broken.mp4").write_bytes(b"\x00\x01 not a video" * 50)
     captions = root / "captions.jsonl"
     lines = [{"video": f"{name}.mp4", "shot": i, "caption": f"a man walks {name} shot {i}"}
@@ -220,7 +151,7 @@ def test_filters_drop_duplicates_and_split_unrelated(tmp_path):
     from onestory_lab.data.captions import CaptionTable
 
     path = tmp_path / "v.mp4"
-    write_video(path, [12, 12, 12, 12], seed=0)      # red, green, blue, yellow shots
+    write_video(path, [12, 12, 12, 12], 0, W, H)      # red, green, blue, yellow shots
     entry = {"video": str(path), "fps": 24.0, "shots": [{"index": i, "start": 12 * i, "end": 12 * i + 12} for i in range(4)]}
     caps = CaptionTable({(str(path), i): f"shot {i}" for i in range(4)}, {})
     enc = ColourEncoder()

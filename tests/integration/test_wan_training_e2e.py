@@ -12,7 +12,7 @@ the trained adapter + LoRA in a running ComfyUI -> a three-shot OneStory story.
    (route onestory), through POST /prompt.
 
 Opt-in (needs the [data] extra's av, scenedetect, transformers, sentencepiece in ComfyUI's venv):
-    PYTHONPATH=.:lab ONESTORY_COMFYUI_DIR=~/comfyui-harness/ComfyUI \
+    PYTHONPATH=~/comfyui-harness/ComfyUI:.:lab ONESTORY_COMFYUI_DIR=~/comfyui-harness/ComfyUI \
         ~/comfyui-harness/venv/bin/python -m pytest tests/integration/test_wan_training_e2e.py -q
 """
 from __future__ import annotations
@@ -35,82 +35,19 @@ pytest.importorskip("scenedetect", reason="install onestory-lab[data] into Comfy
 transformers = pytest.importorskip("transformers", reason="install onestory-lab[data] into ComfyUI's venv")
 spm = pytest.importorskip("sentencepiece", reason="install onestory-lab[data] into ComfyUI's venv")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
 from safetensors import safe_open  # noqa: E402
-from safetensors.torch import load_file, save_file  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
 
 from client import error_message  # noqa: E402
+from media import tiny_image_folders, tiny_umt5, write_video  # noqa: E402
 
 W, H = 64, 48
 SHOT = 16                          # frames per shot: above PySceneDetect's min_scene_len (15)
-COLOURS = [(200, 40, 40), (40, 190, 60), (40, 60, 210), (220, 200, 40), (150, 40, 200), (30, 180, 190)]
 VIDEOS = {"three": 3, "two_a": 2, "two_b": 2}          # name -> shots
 T2V = "onestory_tiny_wan21_t2v.safetensors"
 VAE = "onestory_tiny_wan21_vae.safetensors"
 ADAPTER, LORA = "e2e_trained_adapter.safetensors", "e2e_trained_lora.safetensors"
 STEPS = 4
-
-
-def write_video(path: Path, shots: int, seed: int) -> None:
-    """Flat-coloured textured shots (hard cuts between them) with a moving square."""
-    rng = np.random.default_rng(seed)
-    box = av.open(str(path), "w")
-    stream = box.add_stream("libx264", rate=24)
-    stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
-    stream.options = {"crf": "18"}
-    for k in range(shots):
-        colour = np.array(COLOURS[(seed * 2 + k) % len(COLOURS)])
-        for i in range(SHOT):
-            f = np.empty((H, W, 3), np.int64)
-            f[:] = colour
-            x = (3 * i + 7 * k) % (W - 16)
-            f[12:28, x:x + 16] = 255 - colour
-            f = np.clip(f + rng.integers(-10, 10, f.shape), 0, 255).astype(np.uint8)
-            for p in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                box.mux(p)
-    for p in stream.encode():
-        box.mux(p)
-    box.close()
-
-
-def image_folders(root: Path) -> tuple[Path, Path]:
-    """Tiny random CLIP and DINOv2 folders as save_pretrained writes them."""
-    torch.manual_seed(0)
-    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                  image_size=32, patch_size=8)
-    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, vocab_size=64,
-                max_position_embeddings=16, bos_token_id=0, pad_token_id=1, eos_token_id=2)
-    clip, dino = root / "clip", root / "dinov2"
-    transformers.CLIPModel(transformers.CLIPConfig(text_config=text, vision_config=vision,
-                                                   projection_dim=16)).save_pretrained(clip)
-    transformers.Dinov2Model(transformers.Dinov2Config(**vision)).save_pretrained(dino)
-    (dino / "preprocessor_config.json").write_text(json.dumps(
-        {"crop_size": {"height": 32, "width": 32}, "image_mean": [0.485, 0.456, 0.406],
-         "image_std": [0.229, 0.224, 0.225]}))
-    return clip, dino
-
-
-def umt5_file(path: Path) -> None:
-    """A 1-layer umT5 encoder in ComfyUI's file layout (tokenizer embedded), 4096 wide like umT5-XXL."""
-    import io
-    import random
-
-    words = "a the man woman dog street beach walks runs turns same again close red green blue shot".split()
-    rnd = random.Random(0)
-    buf = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter([" ".join(rnd.choice(words) for _ in range(8))
-                                                           for _ in range(500)]),
-                                   model_writer=buf, vocab_size=60, model_type="unigram", pad_id=0, eos_id=1,
-                                   unk_id=2, bos_id=-1, hard_vocab_limit=False, minloglevel=2)
-    vocab = spm.SentencePieceProcessor(model_proto=buf.getvalue()).get_piece_size()
-    torch.manual_seed(1)
-    cfg = transformers.UMT5Config(vocab_size=vocab, d_model=4096, d_kv=8, d_ff=32, num_layers=1, num_heads=4,
-                                  feed_forward_proj="gated-gelu")
-    sd = {k: v.contiguous() for k, v in transformers.UMT5EncoderModel(cfg).state_dict().items()
-          if k != "encoder.embed_tokens.weight"}
-    sd["spiece_model"] = torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8).clone()
-    save_file(sd, str(path))
 
 
 def _free_port() -> int:
@@ -133,12 +70,14 @@ def trained(comfy, tmp_path_factory):
     vids = root / "videos"
     vids.mkdir()
     for seed, (name, shots) in enumerate(VIDEOS.items()):
-        write_video(vids / f"{name}.mp4", shots, seed)
+        write_video(vids / f"{name}.mp4", [SHOT] * shots, seed, W, H, speed=3)
     (root / "captions.jsonl").write_text("".join(
         json.dumps({"video": f"{name}.mp4", "shot": i, "caption": f"a man walks on the {name} street shot {i}"}) + "\n"
         for name, shots in VIDEOS.items() for i in range(shots)))
-    clip, dino = image_folders(root / "models")
-    umt5_file(root / "umt5_xxl_fp16.safetensors")
+    folders = tiny_image_folders(root / "models", kinds=("clip", "dinov2"), vision_layers=1)
+    clip, dino = folders["clip"], folders["dinov2"]
+    # 4096 wide like umT5-XXL, so its features fit the tiny Wan DiT's text embedding
+    tiny_umt5(root / "umt5_xxl_fp16.safetensors", d_model=4096, layers=1, d_ff=32, extra_words=["shot"])
     work, cache = root / "work", root / "cache"
     data = ["-m", "onestory_lab", "data"]
     _run([*data, "shots", str(vids), "--out", str(work), "--detector", "scenedetect", "--min-shot-frames", "9",
