@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from onestory.errors import ShapeError
 from onestory.metrics.encoders import CLIP_MEAN, CLIP_STD, MissingModel
 from onestory_lab.multishot import clip_tokenizer, viclip_parity
+from onestory_lab.multishot.models import load_models
 from onestory_lab.multishot.viclip import ViCLIP, ViCLIPConfig, config_from_state, from_state_dict
 from onestory_lab.multishot.viclip_encoder import PREPROCESS, ViCLIPEncoder, load_viclip, prepare
 
@@ -173,3 +174,60 @@ def test_encoder_embeds_clips_and_captions(tmp_path):
         enc.encode_videos(torch.rand(1, 4, 3, 16, 16))
     with pytest.raises(ValueError, match="preprocess must be one of"):
         ViCLIPEncoder(enc.model, enc.tokenizer, preprocess="clip")
+
+
+def test_load_models_prefers_viclip_and_falls_back(tmp_path):
+    pytest.importorskip("transformers")   # the s-align folder is a transformers CLIP
+    from media import tiny_image_folders  # tests/media.py
+
+    root = tmp_path / "models"
+    write_viclip(root / "viclip")
+    models = load_models(root)
+    assert isinstance(models.text, ViCLIPEncoder) and "text" not in dict(models.missing) and not models.notes
+    assert "flow" in dict(models.missing)          # the other roles are loaded (or reported) as before
+
+    tiny_image_folders(root, kinds=("clip",))["clip"].rename(root / "s-align")
+    both = load_models(root)
+    assert isinstance(both.text, ViCLIPEncoder)
+    assert f"S-Align: {both.text.name} from {root / 'viclip'}; {root / 's-align'} is not used" in dict(both.notes)["text"]
+
+    (root / "viclip" / "bpe_simple_vocab_16e6.txt.gz").unlink()   # a partial ViCLIP folder
+    fallback = load_models(root)
+    assert fallback.text is not None and not isinstance(fallback.text, ViCLIPEncoder)
+    assert "text" not in dict(fallback.missing)
+    assert "lacks bpe_simple_vocab_16e6.txt.gz" in dict(fallback.notes)["text"]
+    assert "image-text model in" in dict(fallback.notes)["text"]
+
+    (root / "s-align").rename(tmp_path / "elsewhere")
+    none = load_models(root)
+    assert none.text is None and "lacks bpe_simple_vocab_16e6.txt.gz" in none.why_missing("text")
+    empty = load_models(tmp_path / "empty")
+    assert "neither" in empty.why_missing("text") and "viclip" in empty.why_missing("text")
+
+
+def test_evaluate_scores_s_align_with_viclip(tmp_path, capsys):
+    from onestory_lab.cli import main
+    from onestory_lab.multishot.videos import write_story
+
+    stories = {"format": "onestory-multishot-bench", "version": 1, "name": "tiny", "task": "t2msv", "seed": 0,
+               "stories": [{"id": "s1", "pattern": "consistency", "characters": {"A": "an old man"},
+                            "places": {"P": "a library"}, "reference": None,
+                            "shots": [{"caption": "The old man walks into the library.", "characters": ["A"],
+                                       "place": "P"},
+                                      {"caption": "the man's café", "characters": ["A"], "place": "P"}]}]}
+    (tmp_path / "stories.json").write_text(json.dumps(stories))
+    g = torch.Generator().manual_seed(0)
+    write_story(tmp_path / "run", "s1", [torch.rand(10, 3, 24, 32, generator=g), torch.rand(5, 3, 24, 32, generator=g)])
+    write_viclip(tmp_path / "models" / "viclip")
+    (tmp_path / "models" / "s-align").mkdir()    # present but not used: the run says so
+    assert main(["evaluate", "--stories", str(tmp_path / "stories.json"), "--videos", f"mine={tmp_path / 'run'}",
+                 "--models", str(tmp_path / "models"), "--out", str(tmp_path / "report"), "--no-heatmaps"]) == 0
+    err = capsys.readouterr().err
+    assert "text:" not in err                      # S-Align is not among the missing
+    assert "note: S-Align: ViCLIP" in err and "s-align is not used" in err
+    res = json.loads((tmp_path / "report" / "results.json").read_text())["runs"]["mine"]
+    name = load_viclip(tmp_path / "models" / "viclip").name
+    assert res["aggregate"]["models"]["s_align"] == f"{name} (video-text)"
+    per_shot = res["stories"][0]["per_shot"]["s_align"]
+    assert len(per_shot) == 2 and all(-1 <= v <= 1 for v in per_shot) and per_shot[0] != per_shot[1]
+    assert f"mine / s_align: {name} (video-text)" in (tmp_path / "report" / "results.md").read_text()

@@ -132,6 +132,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     for role, why in models.missing:
         if not (args.storyworld and role == "persons"):   # the story world has its own reader
             print(f"not computed: {why}", file=sys.stderr)
+    for _, note in models.notes:
+        print(f"note: {note}", file=sys.stderr)
     out = Path(args.out)
     if args.storyworld:
         from .multishot import storyworld

@@ -86,6 +86,8 @@ class Models:
     flow: Optional[FlowModel] = None
     # why a model is absent (e.g. "dinov2: no file models/dinov2.safetensors"), per field
     missing: tuple[tuple[str, str], ...] = ()
+    # which of several candidates was chosen and why (e.g. ViCLIP over an image-text model), per field
+    notes: tuple[tuple[str, str], ...] = ()
 
     def why_missing(self, field: str) -> str:
         for k, v in self.missing:

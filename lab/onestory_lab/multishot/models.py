@@ -4,7 +4,9 @@
     DIR/dino-vitb16/                         VBench subject consistency (DINO ViT-B/16)
     DIR/clip-vit-b-32/                       VBench background consistency (CLIP ViT-B/32)
     DIR/clip-vit-l-14/ + DIR/aesthetic.safetensors   VBench aesthetic quality (LAION head)
-    DIR/s-align/                             S-Align: a CLIP or SigLIP folder with its tokenizer
+    DIR/viclip/                              S-Align: ViCLIP (the paper's model; viclip.safetensors +
+                                             bpe_simple_vocab_16e6.txt.gz), preferred when present
+    DIR/s-align/                             S-Align without ViCLIP: a CLIP or SigLIP folder + tokenizer
     DIR/person-detector/                     person boxes: transformers object detection (RT-DETR)
     DIR/raft_large.safetensors               VBench dynamic degree (torchvision RAFT)
 
@@ -18,6 +20,9 @@ from typing import Optional
 
 from onestory.metrics import encoders as enc
 from onestory.metrics.interfaces import Models
+
+from .viclip_encoder import WHERE as VICLIP_WHERE
+from .viclip_encoder import load_viclip
 
 
 def transformers_module():
@@ -39,8 +44,8 @@ def raft_builder():
     return raft_large
 
 NAMES = {"dino": ("dinov2", "dinov2.safetensors"), "subject": ("dino-vitb16",), "clip": ("clip-vit-b-32",),
-         "aesthetic_clip": ("clip-vit-l-14",), "aesthetic": ("aesthetic.safetensors",), "text": ("s-align",),
-         "persons": ("person-detector",), "flow": ("raft_large.safetensors",)}
+         "aesthetic_clip": ("clip-vit-l-14",), "aesthetic": ("aesthetic.safetensors",), "viclip": ("viclip",),
+         "text": ("s-align",), "persons": ("person-detector",), "flow": ("raft_large.safetensors",)}
 
 
 def _find(root: Path, role: str) -> Path:
@@ -56,11 +61,15 @@ def load_models(root: Optional[str | Path], person_threshold: float = 0.5) -> Mo
                                     ("dino", "subject", "clip", "aesthetic", "text", "persons", "flow")))
     r = Path(root)
     missing: list[tuple[str, str]] = []
+    notes: list[tuple[str, str]] = []
     try:
         tf = transformers_module()
     except enc.MissingModel as e:
-        return Models(missing=tuple((k, str(e)) for k in ("dino", "subject", "clip", "aesthetic", "text", "persons",
-                                                           "flow")))
+        # ViCLIP needs no transformers
+        text, why, note = _s_align(r, None)
+        return Models(text=text, notes=((("text", note),) if note else ()),
+                      missing=tuple((k, str(e)) for k in ("dino", "subject", "clip", "aesthetic", "persons", "flow"))
+                      + ((("text", why),) if why else ()))
 
     def get(key: str, loader, *args, **kw):
         model, why = enc.optional(loader, *args, **kw)
@@ -85,7 +94,11 @@ def load_models(root: Optional[str | Path], person_threshold: float = 0.5) -> Mo
     else:
         missing.append(("aesthetic", f"aesthetic: {head} does not exist; get {enc.WHERE['aesthetic']} and "
                                      f"{enc.WHERE['aesthetic_clip']} as {r / 'clip-vit-l-14'}"))
-    text = get("text", enc.load_image_text, _find(r, "text"), tf)
+    text, why, note = _s_align(r, tf)
+    if why:
+        missing.append(("text", why))
+    if note:
+        notes.append(("text", note))
     persons = get("persons", enc.load_person_detector, _find(r, "persons"), tf, threshold=person_threshold)
     flow = None
     if not _find(r, "flow").exists():
@@ -96,4 +109,25 @@ def load_models(root: Optional[str | Path], person_threshold: float = 0.5) -> Mo
         except enc.MissingModel as e:
             missing.append(("flow", str(e)))
     return Models(dino=dino, subject=subject, clip=clip, aesthetic=aesthetic, text=text, persons=persons,
-                  flow=flow, missing=tuple(missing))
+                  flow=flow, missing=tuple(missing), notes=tuple(notes))
+
+
+def _s_align(root: Path, tf) -> tuple[object, Optional[str], Optional[str]]:
+    """(model, why missing, note): ViCLIP from root/viclip/ when it loads, else the image-text model from
+    root/s-align/ (tf: the transformers module, None when it is not installed)."""
+    vdir, idir = _find(root, "viclip"), _find(root, "text")
+    why_v = None
+    if vdir.exists():
+        model, why_v = enc.optional(load_viclip, vdir)
+        if model is not None:
+            return model, None, (f"S-Align: {model.name} from {vdir}; {idir} is not used" if idir.exists() else None)
+    if not idir.exists():
+        return None, why_v or (f"text: neither {vdir} (ViCLIP, the paper's S-Align model: {VICLIP_WHERE}) nor "
+                               f"{idir} ({enc.WHERE['text']}) exists"), None
+    if tf is None:
+        model, why_i = None, f"text: {idir} needs transformers: pip install 'onestory-lab[eval]'"
+    else:
+        model, why_i = enc.optional(enc.load_image_text, idir, tf)
+    if model is None:
+        return None, "; ".join(w for w in (why_v, why_i) if w), None
+    return model, None, (f"{why_v}; S-Align uses the image-text model in {idir} instead" if why_v else None)
