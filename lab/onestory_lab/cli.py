@@ -54,7 +54,8 @@ def _eval(args: argparse.Namespace) -> int:
         raise SystemExit("onestory eval needs --run DIR or both --dit and --adapter")
     evaluate_files(dit, adapter, out=args.out, patterns=args.patterns, per_pattern=args.per_pattern,
                    batch=args.batch, policy=args.policy, k=args.k, budget=args.budget, steps=args.steps,
-                   shift=args.shift, cfg=args.cfg, seed=args.seed, frames=args.read_frames,
+                   shift=args.shift, cfg=args.cfg, seed=args.seed, context_in_negative=args.context_in_negative,
+                   frames=args.read_frames,
                    story_offset=args.story_offset)
     return 0
 
@@ -106,6 +107,8 @@ def _add_eval(sub) -> None:
     ev.add_argument("--shift", type=float, default=None, help="sigma shift (default 1)")
     ev.add_argument("--cfg", type=float, default=None, help="CFG scale (default 3)")
     ev.add_argument("--seed", type=int, default=None, help="noise seed (default 0)")
+    ev.add_argument("--context-in-negative", type=lambda v: v.lower() in ("1", "true", "yes", "on"), default=None,
+                    help="keep the context in CFG's negative branch (default false: CFG amplifies the memory too)")
     ev.add_argument("--read-frames", nargs="+", type=int, default=None,
                     help="latent frames of each shot to read back (default all; e.g. 1 = the middle one)")
     ev.add_argument("--out", default=None, help="write the metrics JSON here")
@@ -224,7 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="generate a six-shot insert-and-recall story on the CPU with the bundled "
                                        "story-world checkpoint (GIF, contact sheet, recall metrics)")
     demo.add_argument("--out", default="out/demo", help="output directory (created; default: out/demo)")
-    demo.add_argument("--seed", type=int, default=0, help="story seed (default 0)")
+    demo.add_argument("--seed", type=int, default=None,
+                      help="eval index of the insert_recall story (default: the first story of the recall "
+                           "study's fresh range, storyworld/splits.py STUDY_OFFSET)")
     demo.add_argument("--steps", type=int, default=None, help="denoising steps per shot (default 20)")
     demo.add_argument("--stories", type=int, default=0,
                       help="also score this many held-out insert_recall stories (default 0 = skip; measured ~27 s per story on 2 busy cores: the reader's noisy-image path is slow)")

@@ -35,6 +35,10 @@ class GenParams:
     shift: float = 1.0
     cfg: float = 3.0
     seed: int = 0
+    # the context in CFG's negative branch too? False: CFG amplifies caption and memory together
+    # (the node's `context_in_negative` off). On the world-v2 fine-tune it doubles recall on tuning
+    # stories at cfg 3 (docs/results.md, "Sampler"), so the story world samples without it.
+    context_in_negative: bool = False
 
     @staticmethod
     def for_model(model: StoryModel, **overrides) -> "GenParams":
@@ -85,7 +89,7 @@ def generate_batch(model: StoryModel, stories: Sequence[Story], params: GenParam
     learned = settings.scorer == "learned"
     pipeline = story_pipeline(model)
     sampler = FlowSampler(model.dit, steps=params.steps, shift=params.shift, cfg=params.cfg, solver="euler",
-                          context_in_negative=True)
+                          context_in_negative=params.context_in_negative)
     shots = []
     for st in stories:
         ids, mask = tok.encode_batch(st.captions)

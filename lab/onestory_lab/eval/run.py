@@ -46,7 +46,7 @@ def evaluate(model: StoryModel, patterns: Sequence[str] = PATTERN_NAMES, per_pat
 
 
 def evaluate_files(dit: str, adapter: str, out: Optional[str] = None, **kw) -> dict:
-    gen_keys = ("policy", "k", "budget", "steps", "shift", "cfg", "seed")
+    gen_keys = ("policy", "k", "budget", "steps", "shift", "cfg", "seed", "context_in_negative")
     model = load_model(dit, adapter)
     params = GenParams.for_model(model, **{k: kw.pop(k) for k in gen_keys if k in kw})
     torch.set_num_threads(kw.pop("threads", torch.get_num_threads()))
