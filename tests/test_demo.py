@@ -4,7 +4,8 @@ import json
 import pytest
 
 from onestory_lab.cli import main
-from onestory_lab.demo import ADAPTER, DIT
+from onestory_lab.demo import ADAPTER, DIT, HEADLINE
+from onestory_lab.storyworld.splits import STUDY_OFFSET
 from onestory_lab.train.checkpoint import load_model
 
 
@@ -24,6 +25,10 @@ def test_demo_writes_files_and_prints_metrics(tmp_path, capsys):
         assert 0.0 <= m["story"][key] <= 1.0
         assert 0.0 <= m["held_out"][key] <= 1.0
     assert m["held_out"]["stories"] == 2
+    # the story is chosen by rule: the first insert-and-recall story of the study's fresh range
+    assert m["seed"] == STUDY_OFFSET
+    if HEADLINE.exists():      # the bundled checkpoint prints the study's headline beside its own story
+        assert HEADLINE.read_text().splitlines()[0] in out
     from PIL import Image
     gif = Image.open(tmp_path / "story.gif")   # PIL merges identical consecutive frames: count time
     total = 0

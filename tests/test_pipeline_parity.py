@@ -175,7 +175,7 @@ def test_eval_generation_matches_recorded(policy, reference):
 
     model = tiny_story_model(policy)
     stories = eval_stories("insert_recall", 2, pixel_frames=model.cfg.pixel_frames)
-    params = GenParams.for_model(model, steps=2, cfg=3.0, seed=7)
+    params = GenParams.for_model(model, steps=2, cfg=3.0, seed=7, context_in_negative=True)   # as recorded
     for i, run in enumerate(generate_batch(model, stories, params)):
         torch.testing.assert_close(probe(torch.stack(run.latents)), reference[f"eval/{policy}/latents{i}"],
                                    atol=1e-5, rtol=0)
@@ -186,6 +186,23 @@ def test_eval_generation_matches_recorded(policy, reference):
             assert (sel is not None and sel["scores"] is not None) == (key + "/scores" in reference)
             if key + "/scores" in reference:
                 torch.testing.assert_close(torch.tensor(sel["scores"]), reference[key + "/scores"], atol=2e-4, rtol=0)
+
+
+def test_eval_default_guides_with_the_memory(reference):
+    """The lab samples with the context out of CFG's negative branch by default: shot 1 (empty
+    memory) is unchanged, every later shot differs from the context-in-negative recording."""
+    from onestory_lab.eval.generate import GenParams, generate_batch
+    from onestory_lab.storyworld.dataset import eval_stories
+
+    model = tiny_story_model("both")
+    stories = eval_stories("insert_recall", 1, pixel_frames=model.cfg.pixel_frames)
+    params = GenParams.for_model(model, steps=2, cfg=3.0, seed=7)
+    assert params.context_in_negative is False
+    latents = torch.stack(generate_batch(model, stories, params)[0].latents)     # "s c t h w"
+    diff = (probe(latents) - reference["eval/both/latents0"]).abs()
+    shot = torch.arange(diff.numel()) * 11 // latents[0].numel()              # the shot of each probed value
+    assert diff[shot == 0].max() < 1e-5
+    assert all(diff[shot == s].max() > 1e-4 for s in range(1, latents.shape[0]))
 
 
 # ---- training's context builder ----------------------------------------------------------------

@@ -12,9 +12,7 @@ range         eval indices               who may use it
 train         (the "train" split)        training streams: triplets (indices < 2**30) and the
                                          selector's story-prefix pool (indices >= 2**39)
 tuning        [0, 2**30)                 evaluation while developing: sampler settings,
-                                         checkpoints, probes, the demo story (index 0) and
-                                         every number reported before the fresh range
-                                         existed (indices 0..199)
+                                         checkpoints, probes
 fresh         [2**30, 2**31)             reserved for final reported numbers only; no run,
                                          probe or tuning decision may look at it
 ============  =========================  ==================================================
