@@ -1,8 +1,9 @@
 """Loaders of the metric models from LOCAL files (nothing is downloaded).
 
 The core never imports transformers or torchvision: the caller passes the library in (`tf`: the
-transformers module; `build_raft`: torchvision's `raft_large`), so the lab and the ComfyUI glue share
-one loader each and only they depend on those packages.
+transformers module; `build_raft`: a RAFT-Large builder with torchvision's state-dict keys, the lab's
+port or torchvision's `raft_large`), so the lab and the ComfyUI glue share one loader each and only
+they depend on those packages.
 
 Formats users have:
 * a transformers folder (config.json + model.safetensors [+ tokenizer / preprocessor files]), as
@@ -10,7 +11,7 @@ Formats users have:
 * for DINOv2, a single transformers-style `.safetensors` file (the config is read off the
   tensor shapes);
 * the LAION aesthetic head as `.safetensors` with `weight` "1 768" and `bias` "1";
-* RAFT as `.safetensors` of torchvision's `raft_large` state dict (torchvision needed).
+* RAFT as `.safetensors` of torchvision's `raft_large` state dict.
 
 Every failure raises `MissingModel` naming the file to get and where to put it.
 """
@@ -41,7 +42,7 @@ WHERE = {
     "aesthetic": "the LAION aesthetic head sa_0_4_vit_l_14_linear converted to .safetensors",
     "text": "a CLIP or SigLIP transformers folder with its tokenizer (e.g. google/siglip-base-patch16-224)",
     "persons": "a transformers object-detection folder with a 'person' class (e.g. PekingU/rtdetr_r50vd)",
-    "flow": "torchvision raft_large weights as .safetensors (needs torchvision)",
+    "flow": "torchvision's raft_large weights (Raft_Large_Weights.C_T_V1) converted to .safetensors",
 }
 
 
@@ -247,16 +248,23 @@ def load_person_detector(path: str | Path, tf, threshold: float = 0.5) -> Detect
     return DetectorPersons(model, processor, ids, p.name, threshold)
 
 
-class TorchvisionRaft:
-    """torchvision RAFT (raft_large); 20 flow updates as VBench runs RAFT."""
+RAFT_MIN_SIZE = 128   # RAFT-Large's 4-level correlation pyramid needs 16 feature cells (h / 8) per side
+
+
+class RaftFlow:
+    """`FlowModel` from a RAFT-Large (torchvision's `raft_large` interface); 20 flow updates as VBench
+    runs RAFT. Frames are replicate-padded to multiples of 8 and to at least RAFT_MIN_SIZE per side,
+    and the flow is cropped back, so it stays in the frame's pixels."""
 
     def __init__(self, model, name: str, updates: int = 20):
         self.model, self.name, self.updates = model.eval(), name, updates
 
     @torch.no_grad()
     def __call__(self, a: Tensor, b: Tensor) -> Tensor:
+        """a, b "n 3 h w" in [0, 1] -> flow "n 2 h w" (dx, dy) in pixels."""
         h, w = a.shape[-2:]
-        ph, pw = (-h) % 8, (-w) % 8
+        ph = max(RAFT_MIN_SIZE, h + (-h) % 8) - h
+        pw = max(RAFT_MIN_SIZE, w + (-w) % 8) - w
         pad = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
         x1 = F.pad(a.float() * 2 - 1, pad, mode="replicate")
         x2 = F.pad(b.float() * 2 - 1, pad, mode="replicate")
@@ -264,16 +272,27 @@ class TorchvisionRaft:
         return flow[..., pad[2]:pad[2] + h, pad[0]:pad[0] + w]
 
 
-def load_raft(path: str | Path, build_raft) -> TorchvisionRaft:
-    """`build_raft`: torchvision.models.optical_flow.raft_large (called with weights=None)."""
+def load_raft(path: str | Path, build_raft) -> RaftFlow:
+    """`build_raft()` -> an unloaded RAFT-Large with torchvision's `raft_large` keys (the lab's
+    `onestory_lab.multishot.raft.raft_large`, or torchvision's); the file must match it exactly."""
     p = _need(Path(path), "flow")
     from safetensors.torch import load_file
-    model = build_raft(weights=None)
+    model = build_raft()
     try:
-        model.load_state_dict(load_file(str(p)))
-    except RuntimeError as e:
-        raise MissingModel(f"flow: {p} is not a torchvision raft_large state dict ({e})") from None
-    return TorchvisionRaft(model, p.stem)
+        state = load_file(str(p))
+    except Exception as e:
+        raise MissingModel(f"flow: {p} is not a readable .safetensors file ({e}); get {WHERE['flow']}") from None
+    expected = model.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        parts = [f"{len(ks)} {what} (e.g. {', '.join(ks[:3])})"
+                 for what, ks in (("keys missing", missing), ("unexpected keys", unexpected),
+                                  ("keys of another shape", wrong)) if ks]
+        raise MissingModel(f"flow: {p} is not a torchvision raft_large state dict: {'; '.join(parts)}; get "
+                           f"{WHERE['flow']}")
+    model.load_state_dict(state, strict=True)
+    return RaftFlow(model, p.stem)
 
 
 def optional(loader, *args, **kw):

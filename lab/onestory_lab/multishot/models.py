@@ -8,7 +8,7 @@
                                              bpe_simple_vocab_16e6.txt.gz), preferred when present
     DIR/s-align/                             S-Align without ViCLIP: a CLIP or SigLIP folder + tokenizer
     DIR/person-detector/                     person boxes: transformers object detection (RT-DETR)
-    DIR/raft_large.safetensors               VBench dynamic degree (torchvision RAFT)
+    DIR/raft_large.safetensors               VBench dynamic degree (RAFT-Large, torchvision's weights)
 
 Each missing entry is reported with the file to get; the metrics it feeds are skipped and the
 others still run. Nothing is downloaded.
@@ -21,6 +21,7 @@ from typing import Optional
 from onestory.metrics import encoders as enc
 from onestory.metrics.interfaces import Models
 
+from .raft import raft_large
 from .viclip_encoder import WHERE as VICLIP_WHERE
 from .viclip_encoder import load_viclip
 
@@ -34,13 +35,8 @@ def transformers_module():
 
 
 def raft_builder():
-    """torchvision's raft_large, or MissingModel when torchvision is absent or built for another torch
-    (its C ops then fail to register on import)."""
-    try:
-        from torchvision.models.optical_flow import raft_large
-    except Exception as e:
-        raise enc.MissingModel(f"flow: torchvision's RAFT cannot be imported here ({type(e).__name__}: {e}); install "
-                               "the torchvision that matches your torch, or pass any FlowModel") from None
+    """The RAFT-Large of `load_raft`: the plain-PyTorch port of torchvision's `raft_large` (same
+    state-dict keys, no torchvision needed)."""
     return raft_large
 
 NAMES = {"dino": ("dinov2", "dinov2.safetensors"), "subject": ("dino-vitb16",), "clip": ("clip-vit-b-32",),
@@ -65,11 +61,12 @@ def load_models(root: Optional[str | Path], person_threshold: float = 0.5) -> Mo
     try:
         tf = transformers_module()
     except enc.MissingModel as e:
-        # ViCLIP needs no transformers
+        # ViCLIP and RAFT need no transformers
         text, why, note = _s_align(r, None)
-        return Models(text=text, notes=((("text", note),) if note else ()),
-                      missing=tuple((k, str(e)) for k in ("dino", "subject", "clip", "aesthetic", "persons", "flow"))
-                      + ((("text", why),) if why else ()))
+        flow, why_flow = _flow(r)
+        return Models(text=text, flow=flow, notes=((("text", note),) if note else ()),
+                      missing=tuple((k, str(e)) for k in ("dino", "subject", "clip", "aesthetic", "persons"))
+                      + ((("text", why),) if why else ()) + ((("flow", why_flow),) if why_flow else ()))
 
     def get(key: str, loader, *args, **kw):
         model, why = enc.optional(loader, *args, **kw)
@@ -100,16 +97,16 @@ def load_models(root: Optional[str | Path], person_threshold: float = 0.5) -> Mo
     if note:
         notes.append(("text", note))
     persons = get("persons", enc.load_person_detector, _find(r, "persons"), tf, threshold=person_threshold)
-    flow = None
-    if not _find(r, "flow").exists():
-        missing.append(("flow", f"flow: {_find(r, 'flow')} does not exist; get {enc.WHERE['flow']} and put it there"))
-    else:
-        try:
-            flow = get("flow", enc.load_raft, _find(r, "flow"), raft_builder())
-        except enc.MissingModel as e:
-            missing.append(("flow", str(e)))
+    flow, why = _flow(r)
+    if why:
+        missing.append(("flow", why))
     return Models(dino=dino, subject=subject, clip=clip, aesthetic=aesthetic, text=text, persons=persons,
                   flow=flow, missing=tuple(missing), notes=tuple(notes))
+
+
+def _flow(root: Path) -> tuple[object, Optional[str]]:
+    """(RAFT flow model, None) or (None, why missing)."""
+    return enc.optional(enc.load_raft, _find(root, "flow"), raft_builder())
 
 
 def _s_align(root: Path, tf) -> tuple[object, Optional[str], Optional[str]]:
