@@ -1,9 +1,9 @@
 """The world-v2 recall study (docs/results.md, "Recall on fresh stories"): evaluate trained runs
 under eval-time variants on one seed range and report mean ± std over training seeds.
 
-    python -m onestory_lab.experiments.recall_study --runs runs/study --out lab/results/issue15/study \\
+    python -m onestory_lab.experiments.recall_study --runs runs/study --out lab/results/storyworld/study \\
         --story-offset 1074790400 --per-pattern 200
-    python -m onestory_lab.experiments.recall_study --out lab/results/issue15/study --report
+    python -m onestory_lab.experiments.recall_study --out lab/results/storyworld/study --report
 
 A run directory is `<config>_s<seed>` (trained by experiments/recall_study.sh). Every (run,
 variant) writes `<run>__<variant>.json`; existing results are skipped (resumable). Variants are
@@ -126,6 +126,37 @@ def _gap(res: dict, pattern: str) -> str:
     return "\n" + "\n".join(out)
 
 
+def plot(out: Path, png: Path, pattern: str = "insert_recall") -> None:
+    """Per-shot character and environment recall, mean ± std over seeds, one line per configuration."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SystemExit("--plot needs matplotlib: pip install 'onestory-lab[bench]'") from None
+    res = collect(out)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, kind in zip(axes, ("character", "environment")):
+        for key, label in LABELS.items():
+            rs = res.get(key, [])
+            if not rs:
+                continue
+            xs, ms, sds = [], [], []
+            for shot in range(2, 7):
+                m, sd, n = _stats([r["patterns"][pattern].get(f"shot{shot}_{kind}_recall", float("nan")) for r in rs])
+                if n:
+                    xs.append(shot), ms.append(m), sds.append(0.0 if n < 2 else sd)
+            ax.errorbar(xs, ms, yerr=sds, marker="o", capsize=3, label=f"{label} (n={len(rs)})")
+        ax.set_xlabel("shot")
+        ax.set_ylabel(f"{kind} recall ({pattern})")
+        ax.set_ylim(0, 1)
+        ax.set_xticks(range(2, 7))
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+
+
 def headline(out: Path, pattern: str = "insert_recall") -> str:
     """The demo's summary of the table (written to the bundled checkpoint's assets)."""
     res = collect(out)
@@ -159,12 +190,16 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=50)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--report", action="store_true", help="only print the table of OUT's results")
+    ap.add_argument("--plot", default=None, metavar="PNG", help="only plot per-shot recall of OUT's results to PNG")
     ap.add_argument("--headline", default=None, metavar="TXT",
                     help="only write the demo's summary of OUT's results to TXT")
     args = ap.parse_args(argv)
     out = Path(args.out)
     if args.report:
         print(report(out, args.patterns[0]))
+        return 0
+    if args.plot:
+        plot(out, Path(args.plot), args.patterns[0])
         return 0
     if args.headline:
         Path(args.headline).write_text(headline(out, args.patterns[0]) + "\n")

@@ -23,7 +23,7 @@ import torch
 
 
 @torch.no_grad()
-def probe(model, pattern: str = "insert_recall", stories: int = 200, score_fn=None) -> dict:
+def probe(model, pattern: str = "insert_recall", stories: int = 200, score_fn=None, story_offset: int = 0) -> dict:
     """``score_fn(story, shot, memory "1 f c h w", text "1 l d", mask "1 l") -> "f"`` replaces the
     model's selector (tests use oracles)."""
     from onestory_lab.storyworld.dataset import EvalStoryDataset
@@ -34,7 +34,7 @@ def probe(model, pattern: str = "insert_recall", stories: int = 200, score_fn=No
             return model.scores(memory, text, mask)[0]
 
     ds = EvalStoryDataset(per_pattern=stories, patterns=[pattern], pixel_frames=model.cfg.pixel_frames,
-                          world=model.cfg.world)
+                          world=model.cfg.world, offset=story_offset)
     rows: dict[int, dict[str, list[float]]] = {}
     for item in ds:
         story, latents = item["story"], item["latents"]               # latents "s c t h w" (bank space)
@@ -55,7 +55,8 @@ def probe(model, pattern: str = "insert_recall", stories: int = 200, score_fn=No
                 for s, r in sorted(rows.items())}
     pooled = {k: round(float(np.mean([x for r in rows.values() for x in r[k]])), 4)
               for k in ("selector", "newest", "random")}
-    return {"pattern": pattern, "stories": stories, "per_shot": per_shot, "all_shots": pooled}
+    return {"pattern": pattern, "stories": stories, "story_offset": story_offset, "per_shot": per_shot,
+            "all_shots": pooled}
 
 
 def main(argv=None) -> int:
@@ -67,6 +68,7 @@ def main(argv=None) -> int:
     ap.add_argument("--adapter", default=None, help="adapter safetensors (default: the bundled one)")
     ap.add_argument("--pattern", default="insert_recall")
     ap.add_argument("--stories", type=int, default=200)
+    ap.add_argument("--story-offset", type=int, default=0, help="first eval story index (storyworld/splits.py)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=None, help="also write the result JSON here")
     args = ap.parse_args(argv)
@@ -75,7 +77,7 @@ def main(argv=None) -> int:
     if not model.cfg.learned:
         raise SystemExit(f"this checkpoint was trained with policy {model.cfg.policy!r}: its Frame Selector "
                          "was never trained (use a 'both' or 'selector' run)")
-    res = probe(model, args.pattern, args.stories)
+    res = probe(model, args.pattern, args.stories, story_offset=args.story_offset)
     print(f"top-1 hit rate ({args.pattern}, {args.stories} stories; hit = a frame of maximal ground-truth relevance)")
     print("shot   n    selector  newest  random")
     for s, r in res["per_shot"].items():
