@@ -116,3 +116,22 @@ def test_pixel_frames_must_be_wan_shaped():
 
     with pytest.raises(ValueError, match="4n\\+1"):
         TrainConfig(pixel_frames=4)
+
+
+def test_two_frame_memory_at_budget_two_gives_every_ranking_the_same_context():
+    """Why the decoupled warm-up and the selector-driven context train the same DiT in the bundled
+    recipe (docs/results.md, section 7): a triplet's 2 memory frames both get the finest tier at
+    budget 2 and the tokens are laid out in time order, so the ranking changes nothing."""
+    from onestory_lab.train.config import TrainConfig
+    from onestory_lab.train.model import StoryModel
+
+    torch.manual_seed(0)
+    model = StoryModel(TrainConfig(out="unused", policy="both", k=4, budget=2.0, dim=64, ffn_dim=128, heads=1,
+                                   layers=1, text_dim=32, sel_width=16, sel_queries=2, sel_heads=1, pixel_frames=1))
+    memory = torch.randn(1, 2, 16, 16, 16)
+    a, b = model.context(memory, [[1, 0]], 2.0), model.context(memory, [[0, 1]], 2.0)
+    assert a.tiers == b.tiers == [0, 0]
+    torch.testing.assert_close(a.tokens, b.tokens, rtol=0, atol=0)
+    torch.testing.assert_close(a.positions, b.positions, rtol=0, atol=0)
+    c = model.context(memory, [[1, 0]], 1.0)     # budget 1: both frames at 4x4, still rank-free
+    assert c.tiers == [1, 1] and c.tokens.shape[1] == 32
