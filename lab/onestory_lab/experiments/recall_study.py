@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 import sys
 import time
 from pathlib import Path
+
+from onestory_lab.experiments.ablate import _stats   # (mean, sample std, n) over seeds
 
 # variant -> (configs it applies to, GenParams overrides)
 VARIANTS = {
@@ -62,15 +63,6 @@ def evaluate_run(run: Path, variant: str, args) -> dict:
     step = json.loads((run / "checkpoint" / "trainer.json").read_text())["step"]
     res.update(run=run.name, variant=variant, train_step=step, eval_seconds=round(time.perf_counter() - t0, 1))
     return res
-
-
-def _stats(values: list[float]) -> tuple[float, float, int]:
-    values = [v for v in values if not math.isnan(v)]
-    if not values:
-        return float("nan"), float("nan"), 0
-    m = sum(values) / len(values)
-    sd = (sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else float("nan")
-    return m, sd, len(values)
 
 
 def collect(out: Path) -> dict[str, list[dict]]:

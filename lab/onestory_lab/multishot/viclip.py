@@ -4,7 +4,8 @@ Ported from OpenGVLab/InternVideo `Data/InternVid/viclip/` (`viclip.py`, `viclip
 `viclip_text.py`; Apache-2.0, Copyright (c) OpenGVLab), the code that the Hugging Face repo
 OpenGVLab/ViCLIP (weights `ViClip-InternVid-10M-FLT.pth`, MIT) ships and VBench runs for its
 `overall_consistency`. Module names are the official ones, so the official state dict
-(`torch.load(...)["model"]`: keys `vision_encoder.*`, `text_encoder.*`, `temp`) loads strictly.
+(its "model" entry, converted once to safetensors by the user as docs/evaluation.md shows: keys
+`vision_encoder.*`, `text_encoder.*`, `temp`) loads strictly.
 
     vision  "b t 3 h w" -> Conv3d patches (1 x p x p) per frame -> + class token, + spatial position
             embedding, + temporal position embedding per frame -> one ViT over all t * (h/p) * (w/p)
